@@ -1,0 +1,292 @@
+"""The Trainer: `fit()` reads as a list of steps; checkpointing, eval and logging are inline."""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from tubelet import distributed as dist
+from tubelet.data.loader import ResumableSampler
+from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
+                                       rng_state, save_checkpoint, set_rng_state)
+from tubelet.engine.hooks import Hook
+from tubelet.engine.schedule import cosine_lr
+from tubelet.loggers import RunLogger
+from tubelet.registry import ConfigError
+from tubelet.tasks.base import Task
+
+log = logging.getLogger("tubelet")
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Trainer:
+    def __init__(self, *, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
+                 train_loader: DataLoader, train_sampler: ResumableSampler,
+                 val_loader: DataLoader | None, run_dir: str | Path, base_lr: float,
+                 logger: RunLogger, device: torch.device, hooks: Iterable[Hook] = (),
+                 resume: str | None = None, epochs: int = 1, warmup_epochs: float = 0.0,
+                 min_lr: float = 0.0, accum_steps: int = 1, clip_grad: float | None = None,
+                 amp: str = "none", eval_interval: int = 1, checkpoint_interval: int = 0,
+                 keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
+                 best_mode: str = "max", extra_state: dict[str, Any] | None = None) -> None:
+        if amp not in AMP_DTYPES:
+            raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
+        if amp == "fp16" and device.type != "cuda":
+            raise ConfigError("train.amp: fp16 needs CUDA (GradScaler); use bf16 on CPU")
+        if keep_last < 1 or accum_steps < 1 or log_interval < 1:
+            raise ConfigError("train: keep_last, accum_steps and log_interval must be >= 1")
+        if best_mode not in ("max", "min"):
+            raise ConfigError(f"train.best_mode: expected 'max' or 'min', got {best_mode!r}")
+        self.model, self.task, self.optimizer = model, task, optimizer
+        self.train_loader, self.train_sampler, self.val_loader = train_loader, train_sampler, val_loader
+        self.run_dir, self.ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"
+        self.logger, self.device, self.hooks, self.resume = logger, device, list(hooks), resume
+        self.epochs, self.accum_steps, self.clip_grad = epochs, accum_steps, clip_grad
+        self.eval_interval, self.checkpoint_interval = eval_interval, checkpoint_interval
+        self.keep_last, self.log_interval = keep_last, log_interval
+        self.best_metric, self.best_mode = best_metric, best_mode
+        self.extra_state = extra_state or {}
+        self.amp_dtype = AMP_DTYPES[amp]
+        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+
+        self.batch_size = train_loader.batch_size
+        self.micro_per_epoch = train_sampler.num_per_rank // self.batch_size // accum_steps * accum_steps
+        if self.micro_per_epoch == 0:
+            raise ConfigError(f"data.batch_size: {self.batch_size} x accum_steps {accum_steps} "
+                              f"exceeds the {train_sampler.num_per_rank} samples per rank")
+        self.steps_per_epoch = self.micro_per_epoch // accum_steps
+        self.total_steps = self.steps_per_epoch * epochs
+        self.lr_kwargs = dict(base_lr=base_lr, total_steps=self.total_steps, min_lr=min_lr,
+                              warmup_steps=round(warmup_epochs * self.steps_per_epoch))
+        # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best: float | None = None
+        self.metrics: dict[str, float] = {}
+        self._meters = _Meters(device)
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, float]:
+        self.resume_from_checkpoint()
+        self.logger.start(total_steps=self.total_steps, step=self.step)
+        for hook in self.hooks:
+            hook.before_train(self)
+        while self.epoch < self.epochs:
+            self.train_epoch()
+            is_best = False
+            if self.val_loader is not None and self.epoch % self.eval_interval == 0:
+                self.metrics = self.evaluate()
+                self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
+                is_best = self.update_best(self.metrics)
+            self.save_checkpoint(is_best=is_best)
+        for hook in self.hooks:
+            hook.after_train(self)
+        self.logger.close()
+        return self.metrics
+
+    def train_epoch(self) -> None:
+        self.model.train()
+        self.train_sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.batch_size)
+        remaining = self.micro_per_epoch - self.batch_in_epoch
+        self._meters.tick()
+        for batch in itertools.islice(self.train_loader, remaining):
+            self._meters.data_done()
+            stepped = self.train_step(batch)
+            self._meters.compute_done(stepped=stepped)
+            if not stepped:
+                continue
+            for hook in self.hooks:
+                hook.after_step(self)
+            if self.step % self.log_interval == 0:
+                self.log_train()
+            if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
+                    and self.batch_in_epoch < self.micro_per_epoch):
+                self.save_checkpoint()
+        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def train_step(self, batch: dict[str, Any]) -> bool:
+        """Forward and backward one micro-batch; step the optimizer when accumulation is
+        complete. Returns whether the optimizer stepped."""
+        batch = self.to_device(batch)
+        self.batch_in_epoch += 1
+        boundary = self.batch_in_epoch % self.accum_steps == 0
+        # DDP's no_sync skips the gradient all-reduce on micro-batches that do not step.
+        no_sync = getattr(self.model, "no_sync", None)
+        with (no_sync() if no_sync and not boundary else contextlib.nullcontext()):
+            with torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                enabled=self.amp_dtype is not None):
+                loss = self.task.loss(self.model, batch)
+            self.scaler.scale(loss / self.accum_steps).backward()
+        self._meters.add_loss(loss.detach())
+        if not boundary:
+            return False
+        lr = cosine_lr(self.step, **self.lr_kwargs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        if self.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            self._meters.grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return True
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = run_eval(self.model, self.task, self.val_loader, device=self.device,
+                           amp_dtype=self.amp_dtype)
+        log.info("eval epoch %d step %d: %s", self.epoch, self.step,
+                 " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        for hook in self.hooks:
+            hook.after_eval(self, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------ pieces of the loop
+    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return to_device(batch, self.device)
+
+    def log_train(self) -> None:
+        """The only place a training step syncs with the device: every `log_interval` steps."""
+        fields = self._meters.read()
+        fields["lr"] = self.optimizer.param_groups[-1]["lr"]
+        # `epoch` in metrics.jsonl counts epochs completed, so a train row mid-epoch is fractional
+        progress = round(self.epoch + self.batch_in_epoch / self.micro_per_epoch, 4)
+        self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
+                        epoch=progress)
+        self.logger.progress(step=self.step, epoch=self.epoch, fields=fields)
+
+    def update_best(self, metrics: dict[str, float]) -> bool:
+        if self.best_metric not in metrics:
+            raise ConfigError(f"train.best_metric: {self.best_metric!r} is not among the eval "
+                              f"metrics {sorted(metrics)}")
+        value = metrics[self.best_metric]
+        better = self.best is None or (value > self.best if self.best_mode == "max" else value < self.best)
+        if better:
+            self.best = value
+        return better
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        model = getattr(self.model, "module", self.model)  # DDP wraps; save the plain keys
+        return {
+            "model": model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "trainer": {"step": self.step, "epoch": self.epoch,
+                        "batch_in_epoch": self.batch_in_epoch, "best": self.best,
+                        "world_size": dist.get_world_size(), "batch_size": self.batch_size},
+            "rng": rng_state(),
+            "hooks": [h.state_dict() for h in self.hooks],
+            **self.extra_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        t = state["trainer"]
+        if (t["world_size"], t["batch_size"]) != (dist.get_world_size(), self.batch_size):
+            raise ConfigError(f"resume: checkpoint was written with world size {t['world_size']} "
+                              f"and batch size {t['batch_size']}, this run has "
+                              f"{dist.get_world_size()} and {self.batch_size}")
+        getattr(self.model, "module", self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
+        self.best = t["best"]
+        for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
+            hook.load_state_dict(hook_state)
+        set_rng_state(state["rng"])
+
+    def save_checkpoint(self, *, is_best: bool = False) -> None:
+        state = self.state_dict()
+        if dist.is_main():
+            path = save_checkpoint(state, self.ckpt_dir, step=self.step, keep_last=self.keep_last,
+                                   is_best=is_best)
+            log.info("saved %s", path)
+        dist.barrier()  # no rank runs ahead of a checkpoint it may need to resume from
+
+    def resume_from_checkpoint(self) -> None:
+        if self.resume is None:
+            if list_checkpoints(self.ckpt_dir):
+                raise ConfigError(f"resume: {self.ckpt_dir} already holds checkpoints; pass "
+                                  "resume=auto to continue, or choose another run.name")
+            return
+        if self.resume == "auto":
+            found = find_resumable(self.ckpt_dir)
+            if found is None:
+                log.info("resume=auto: no checkpoint in %s, starting from scratch", self.ckpt_dir)
+                return
+            path, state = found
+        else:
+            path = Path(self.resume)
+            if not path.is_file():
+                raise ConfigError(f"resume: checkpoint {str(path)!r} not found")
+            state = load_checkpoint(path)
+        self.load_state_dict(state)
+        log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    nb = device.type == "cuda"  # pairs with pin_memory in the loader
+    return {k: v.to(device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.device,
+             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """One pass over `loader`; the task's metrics, reduced across ranks, keyed `val/...`."""
+    was_training = model.training
+    model.eval()
+    task.reset_metrics()
+    for batch in loader:
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            task.eval_step(model, to_device(batch, device))
+    model.train(was_training)
+    return {f"val/{k}": v for k, v in task.compute_metrics().items()}
+
+
+class _Meters:
+    """Loss, step time and data time, summed on the device and read only at log intervals."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.grad_norm: torch.Tensor | None = None
+        self._reset()
+        self.tick()
+
+    def _reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.num_losses, self.num_steps, self.step_time, self.data_time = 0, 0, 0.0, 0.0
+
+    def tick(self) -> None:
+        self._last = self._step_start = time.perf_counter()
+
+    def data_done(self) -> None:
+        """The loader handed over a batch: the wait since the last compute counts as data time."""
+        now = time.perf_counter()
+        self.data_time += now - self._last
+        self._last = now
+
+    def add_loss(self, loss: torch.Tensor) -> None:
+        self.loss_sum += loss.float()
+        self.num_losses += 1
+
+    def compute_done(self, *, stepped: bool) -> None:
+        now = self._last = time.perf_counter()
+        if stepped:  # step time: wall time per optimizer step, data wait included
+            self.step_time += now - self._step_start
+            self._step_start = now
+            self.num_steps += 1
+
+    def read(self) -> dict[str, float]:
+        fields = {"loss": self.loss_sum.item() / max(1, self.num_losses),
+                  "step_time": self.step_time / max(1, self.num_steps),
+                  "data_time": self.data_time / max(1, self.num_steps)}
+        if self.grad_norm is not None:
+            fields["grad_norm"] = float(self.grad_norm)
+        self._reset()
+        return fields

@@ -1,0 +1,114 @@
+"""Run logging behind one small interface: console (rich progress with ETA, or plain lines when
+not a TTY), `metrics.jsonl`, TensorBoard and `log.txt`. Only rank 0 writes."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("tubelet")
+
+
+def setup_text_log(run_dir: Path | None, *, enabled: bool = True) -> None:
+    """Send the `tubelet` logger to stderr and, when a run dir is given, to `log.txt`."""
+    log.setLevel(logging.INFO if enabled else logging.ERROR)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if run_dir is not None and enabled:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file = logging.FileHandler(run_dir / "log.txt")
+        file.setFormatter(fmt)
+        log.addHandler(file)
+
+
+class RunLogger:
+    """Writes scalars to metrics.jsonl and TensorBoard and drives the console display."""
+
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
+                 progress: bool | None = None) -> None:
+        self.enabled, self.tensorboard = enabled, tensorboard
+        self.run_dir = Path(run_dir)
+        self._jsonl = self._tb = None
+        use_rich = sys.stderr.isatty() if progress is None else progress
+        self._progress = _RichProgress() if (enabled and use_rich) else None
+
+    def start(self, *, total_steps: int, step: int) -> None:
+        """Open the sinks at `step`. A resumed run first drops what a killed run logged after
+        its checkpoint, so metrics.jsonl and TensorBoard read as one uninterrupted run."""
+        if not self.enabled:
+            return
+        path = self.run_dir / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["step"] <= step]
+            path.write_text("".join(kept))
+        self._jsonl = open(path, "a")
+        if self.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step or None)
+        if self._progress:
+            self._progress.start(total_steps=total_steps, step=step)
+
+    def log(self, metrics: dict[str, Any], *, step: int, epoch: float) -> None:
+        if self._jsonl is None:
+            return
+        record = {"step": step, "epoch": epoch, **metrics}
+        self._jsonl.write(json.dumps(record) + "\n")
+        self._jsonl.flush()
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, step)
+
+    def progress(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
+        """Console update at a log interval: the progress bar, or one plain line."""
+        if not self.enabled:
+            return
+        if self._progress:
+            self._progress.update(step=step, epoch=epoch, fields=fields)
+        else:
+            text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+            log.info("epoch %d step %d %s", epoch, step, text)
+
+    def close(self) -> None:
+        if self._progress:
+            self._progress.stop()
+        if self._jsonl:
+            self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3e}" if abs(v) < 1e-2 and v != 0 else f"{v:.4f}"
+
+
+class _RichProgress:
+    def __init__(self) -> None:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+        self._bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                             TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
+                             transient=False)
+        self._task = None
+
+    def start(self, *, total_steps: int, step: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=total_steps, completed=step, epoch=0,
+                                        text="")
+
+    def update(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+        self._bar.update(self._task, completed=step, epoch=epoch, text=text)
+
+    def stop(self) -> None:
+        self._bar.stop()
