@@ -45,6 +45,7 @@ class RunLogger:
         its checkpoint, so metrics.jsonl and TensorBoard read as one uninterrupted run."""
         if not self.enabled:
             return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
         if path.exists():
             kept = [line for line in path.read_text().splitlines(keepends=True)

@@ -182,6 +182,7 @@ class Trainer:
                         "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                         "world_size": dist.get_world_size(), "batch_size": self.batch_size},
             "rng": rng_state(),
+            "meters": self._meters.state_dict(),
             "hooks": [h.state_dict() for h in self.hooks],
             **self.extra_state,
         }
@@ -197,6 +198,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
         self.best = t["best"]
+        self._meters.load_state_dict(state["meters"])
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hook_state)
         set_rng_state(state["rng"])
@@ -281,6 +283,14 @@ class _Meters:
             self.step_time += now - self._step_start
             self._step_start = now
             self.num_steps += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loss window since the last log line, so a resumed run logs the same means."""
+        return {"loss_sum": self.loss_sum.cpu(), "num_losses": self.num_losses}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.num_losses = state["num_losses"]
 
     def read(self) -> dict[str, float]:
         fields = {"loss": self.loss_sum.item() / max(1, self.num_losses),
