@@ -8,6 +8,7 @@ import importlib
 import inspect
 import logging
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSF
                               ConfigError, build, check_kwargs, did_you_mean, validate)
 
 log = logging.getLogger("tubelet")
+_ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/file.txt:3: ..."
 
 # Trainer arguments that the builder supplies; every other Trainer keyword is a `train:` key.
 TRAINER_RUNTIME = {"model", "task", "optimizer", "train_loader", "train_sampler", "val_loader",
@@ -106,11 +108,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_at(node: dict[str, Any], registry: Any, *, key: str, **runtime: Any) -> Any:
-    """`build`, with user errors raised inside a constructor prefixed by the node's key."""
+    """`build`; a user error that a constructor raises about one of its arguments
+    ("root: no such directory ...") comes out under the node's dotted key ("data.train.root: ...")."""
     try:
         return build(node, registry, **runtime)
     except ConfigError as e:
-        raise ConfigError(f"{key}.{e}") from None
+        if _ARG_ERROR.match(str(e)):
+            raise ConfigError(f"{key}.{e}") from None
+        raise
 
 
 def build_dataset(node: dict[str, Any], *, key: str) -> Any:

@@ -41,14 +41,14 @@ def motion_classes(num_classes: int) -> list[tuple[str, tuple[int, int]]]:
     An even count >= 4 is directions x {slow, fast}; otherwise one speed, one direction per class.
     """
     if not 2 <= num_classes <= 2 * len(DIRECTIONS):
-        raise ConfigError(f"synthetic actions: num_classes must be in [2, {2 * len(DIRECTIONS)}], "
+        raise ConfigError(f"num_classes: must be in [2, {2 * len(DIRECTIONS)}], "
                          f"got {num_classes}")
     if num_classes >= 4 and num_classes % 2 == 0:
         return [(f"move_{name}_{speed_name}", (dy * speed, dx * speed))
                 for name, (dy, dx) in DIRECTIONS[:num_classes // 2]
                 for speed_name, speed in SPEEDS.items()]
     if num_classes > len(DIRECTIONS):
-        raise ConfigError(f"synthetic actions: an odd num_classes must be <= {len(DIRECTIONS)}, "
+        raise ConfigError(f"num_classes: an odd count must be <= {len(DIRECTIONS)}, "
                          f"got {num_classes}")
     return [(f"move_{name}", (dy * SINGLE_SPEED, dx * SINGLE_SPEED))
             for name, (dy, dx) in DIRECTIONS[:num_classes]]
@@ -142,13 +142,13 @@ def write_synthetic_dataset(root: str | os.PathLike, *, num_classes: int = 8,
     temporary sibling directory and renamed into place, so a killed run leaves no half dataset."""
     classes = motion_classes(num_classes)
     if num_train_per_class < 1 or num_test_per_class < 0:
-        raise ConfigError("synthetic actions: need num_train_per_class >= 1 and "
+        raise ConfigError("num_train_per_class: need num_train_per_class >= 1 and "
                           "num_test_per_class >= 0")
     if size < 16 or size % 2:
-        raise ConfigError(f"synthetic actions: size must be even and >= 16 (H.264 4:2:0), "
+        raise ConfigError(f"size: must be even and >= 16 (H.264 4:2:0), "
                           f"got {size}")
     if num_frames < 1 or fps < 1:
-        raise ConfigError(f"synthetic actions: num_frames and fps must be >= 1, "
+        raise ConfigError(f"num_frames, fps: must be >= 1, "
                           f"got {num_frames}, {fps}")
     root = Path(root)
     if root.exists() and any(root.iterdir()):

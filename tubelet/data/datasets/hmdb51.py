@@ -50,23 +50,23 @@ class HMDB51(Dataset):
                  transform: Callable[..., torch.Tensor] | None = None,
                  videos_dir: str = "videos", splits_dir: str = "splits") -> None:
         if subset not in SUBSET_IDS:
-            raise ConfigError(f"hmdb51 subset: expected one of {sorted(SUBSET_IDS)}, "
+            raise ConfigError(f"subset: expected one of {sorted(SUBSET_IDS)}, "
                               f"got {subset!r}")
         if num_frames < 1 or stride < 1:
-            raise ConfigError(f"hmdb51: num_frames and stride must be >= 1, "
+            raise ConfigError(f"num_frames, stride: must be >= 1, "
                               f"got {num_frames}, {stride}")
         self.root, self.subset = Path(root), subset
         self.num_frames, self.stride = num_frames, stride
         self.seed, self.transform = seed, transform
-        for name, path in (("root", self.root), ("splits dir", self.root / splits_dir),
-                           ("videos dir", self.root / videos_dir)):
+        for name, path in (("root", self.root), ("splits_dir", self.root / splits_dir),
+                           ("videos_dir", self.root / videos_dir)):
             if not path.is_dir():
-                raise ConfigError(f"hmdb51 {name}: no such directory {str(path)!r}")
+                raise ConfigError(f"{name}: no such directory {str(path)!r}")
 
         suffix = f"_test_split{split}.txt"
         split_files = sorted((self.root / splits_dir).glob(f"*{suffix}"))
         if not split_files:
-            raise ConfigError(f"hmdb51 split: no '*{suffix}' files in "
+            raise ConfigError(f"split: no '*{suffix}' files in "
                               f"{str(self.root / splits_dir)!r}")
         self.classes = [f.name[:-len(suffix)] for f in split_files]
         self.num_classes = len(self.classes)
