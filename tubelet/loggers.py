@@ -92,24 +92,52 @@ def _fmt(v: float) -> str:
     return f"{v:.3e}" if abs(v) < 1e-2 and v != 0 else f"{v:.4f}"
 
 
+class _ConsoleHandler(logging.Handler):
+    """Prints log records through the progress bar's console, so they scroll above the bar
+    instead of tearing it."""
+
+    def __init__(self, console: Any) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+
+
 class _RichProgress:
+    """One bar for the whole run: epoch, steps, elapsed, ETA, then loss, lr and timings."""
+
+    FIELDS = {"loss": "loss", "lr": "lr", "step_time": "s/step", "data_time": "data"}
+
     def __init__(self) -> None:
+        from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
-        self._bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+        self._bar = Progress(TextColumn("ep {task.fields[epoch]}"), BarColumn(bar_width=24),
                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
                              TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
-                             transient=False)
+                             console=Console(stderr=True))
         self._task = None
+        self._handler = _ConsoleHandler(self._bar.console)
+        self._moved: list[logging.Handler] = []
 
     def start(self, *, total_steps: int, step: int) -> None:
+        # Route console log lines through the bar; the log.txt handler stays as it is.
+        self._moved = [h for h in log.handlers if type(h) is logging.StreamHandler]
+        for h in self._moved:
+            log.removeHandler(h)
+            self._handler.setFormatter(h.formatter)
+        log.addHandler(self._handler)
         self._bar.start()
-        self._task = self._bar.add_task("train", total=total_steps, completed=step, epoch=0,
+        self._task = self._bar.add_task("train", total=total_steps, completed=step, epoch="",
                                         text="")
 
     def update(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
-        text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
-        self._bar.update(self._task, completed=step, epoch=epoch, text=text)
+        text = " ".join(f"{name} {_fmt(fields[k])}" for k, name in self.FIELDS.items() if k in fields)
+        self._bar.update(self._task, completed=step, epoch=epoch + 1, text=text)  # 1-based
 
     def stop(self) -> None:
         self._bar.stop()
+        log.removeHandler(self._handler)
+        for h in self._moved:
+            log.addHandler(h)
