@@ -12,12 +12,15 @@ from tubelet.data.seeding import SampleKey
 
 
 class ResumableSampler(Sampler[SampleKey]):
-    """Shuffled train sampler that yields `(index, epoch)` keys and can start mid-epoch.
+    """Shuffled train sampler that yields `(index, epoch)` keys and can start mid-epoch, at
+    any world size.
 
-    The permutation depends only on (seed, epoch), each rank takes a strided share of it with
-    the tail dropped so every rank runs the same number of steps, and `set_epoch(epoch,
-    start=n)` skips the first `n` keys of this rank's share: a resumed run continues at the
-    first batch it has not seen.
+    The permutation depends only on (seed, epoch). Rank r of W takes `order[r::W]`, so once
+    every rank has drawn k keys the consumed set is exactly `order[:k*W]`. `set_epoch(epoch,
+    consumed=c)` continues from `order[c:]`, sharded over the current world size: a run saved
+    by 2 ranks resumes on 1 at the first sample neither rank had seen. The tail that does not
+    divide evenly is dropped so every rank runs the same number of steps (else the collectives
+    of the ranks with more would wait forever).
     """
 
     def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True,
@@ -27,15 +30,17 @@ class ResumableSampler(Sampler[SampleKey]):
         self.num_samples = num_samples
         self.seed, self.shuffle = seed, shuffle
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.start = 0, 0
+        self.epoch, self.consumed = 0, 0
 
     @property
     def num_per_rank(self) -> int:
+        """Keys per rank in a whole epoch (started at 0)."""
         return self.num_samples // self.world_size
 
-    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
-        assert 0 <= start <= self.num_per_rank, (start, self.num_per_rank)
-        self.epoch, self.start = epoch, start
+    def set_epoch(self, epoch: int, *, consumed: int = 0) -> None:
+        """Start `epoch` after its first `consumed` keys, counted over all ranks."""
+        assert 0 <= consumed <= self.num_samples, (consumed, self.num_samples)
+        self.epoch, self.consumed = epoch, consumed
 
     def __iter__(self) -> Iterator[SampleKey]:
         if self.shuffle:
@@ -43,11 +48,12 @@ class ResumableSampler(Sampler[SampleKey]):
             order = torch.randperm(self.num_samples, generator=g).tolist()
         else:
             order = list(range(self.num_samples))
-        mine = order[self.rank: self.num_per_rank * self.world_size: self.world_size]
-        return iter([(i, self.epoch) for i in mine[self.start:]])
+        end = self.consumed + len(self) * self.world_size
+        mine = order[self.consumed + self.rank: end: self.world_size]
+        return iter([(i, self.epoch) for i in mine])
 
     def __len__(self) -> int:
-        return self.num_per_rank - self.start
+        return (self.num_samples - self.consumed) // self.world_size
 
 
 class ShardSampler(Sampler[int]):

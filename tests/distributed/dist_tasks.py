@@ -1,0 +1,63 @@
+"""Test-only tasks, loaded through a recipe's `imports: [dist_tasks]` (this folder is put on
+PYTHONPATH by the tests): they stay out of the package."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import SumMetric
+
+from tubelet import distributed as dist
+from tubelet.registry import TASKS
+from tubelet.tasks.classification import ClassificationTask
+
+
+@TASKS.register("nan_on_rank")
+class NanOnRank(ClassificationTask):
+    """Classification whose loss is NaN on rank `nan_rank` at the (1-based) loss calls in
+    `nan_calls`; the wall time of the first injection goes to `stamp_file`."""
+
+    def __init__(self, num_classes: int, *, nan_rank: int = 1, nan_calls: tuple[int, ...] = (5,),
+                 stamp_file: str | None = None, **kwargs: Any) -> None:
+        super().__init__(num_classes, **kwargs)
+        self.nan_rank, self.nan_calls, self.stamp_file = nan_rank, set(nan_calls), stamp_file
+        self.calls = 0
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        self.calls += 1
+        loss = super().loss(model, batch)
+        if dist.get_rank() == self.nan_rank and self.calls in self.nan_calls:
+            if self.stamp_file and not Path(self.stamp_file).exists():
+                Path(self.stamp_file).write_text(str(time.time()))
+            return loss * math.nan
+        return loss
+
+
+@TASKS.register("counting_classification")
+class CountingClassification(ClassificationTask):
+    """Classification that also reports how many eval samples it scored and the sum of their
+    labels, reduced across ranks: proof that every sample is counted exactly once."""
+
+    def __init__(self, num_classes: int, **kwargs: Any) -> None:
+        super().__init__(num_classes, **kwargs)
+        self.num_samples, self.label_sum = SumMetric(), SumMetric()
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: dict[str, Any]) -> None:
+        super().eval_step(model, batch)
+        label = batch[self.target_key]
+        self.num_samples.update(torch.tensor(float(label.numel())))
+        self.label_sum.update(label.sum().float())
+
+    def compute_metrics(self) -> dict[str, float]:
+        return {**super().compute_metrics(), "num_samples": float(self.num_samples.compute()),
+                "label_sum": float(self.label_sum.compute())}
+
+    def reset_metrics(self) -> None:
+        super().reset_metrics()
+        self.num_samples.reset()
+        self.label_sum.reset()
