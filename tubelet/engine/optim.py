@@ -12,6 +12,43 @@ from tubelet.registry import OPTIMIZERS
 OPTIMIZERS.add("adamw", torch.optim.AdamW)
 OPTIMIZERS.add("sgd", torch.optim.SGD)
 
+
+@OPTIMIZERS.register("lars")
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and a layer-wise trust ratio (You et al. 2017), as MAE's linear probe
+    uses it (mae/util/lars.py): for every tensor of 2+ dimensions, the update (gradient plus
+    weight decay) is rescaled to `trust_coefficient * |w| / |update|` before momentum; biases
+    and other 1-D tensors take plain momentum SGD and no weight decay."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 0.0, *, weight_decay: float = 0.0,
+                 momentum: float = 0.9, trust_coefficient: float = 0.001) -> None:
+        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum,
+                        trust_coefficient=trust_coefficient)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                update = p.grad
+                if p.ndim > 1:
+                    update = update.add(p, alpha=group["weight_decay"])
+                    param_norm, update_norm = torch.norm(p), torch.norm(update)
+                    ratio = torch.where((param_norm > 0) & (update_norm > 0),
+                                        group["trust_coefficient"] * param_norm / update_norm,
+                                        torch.ones_like(param_norm))
+                    update = update.mul(ratio)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                buf = state["momentum_buffer"]
+                buf.mul_(group["momentum"]).add_(update)
+                p.add_(buf, alpha=-group["lr"])
+        return loss
+
 # Keys of an `optimizer:` node that tubelet consumes before the optimizer class sees the rest.
 GROUP_KEYS = ("blr", "layer_decay")
 

@@ -5,7 +5,10 @@ from typing import Any
 
 from torch import nn
 
-from tubelet.models import vit  # noqa: F401  (registers the ViT sizes)
+from tubelet.models import classifier, mae, resnet3d, vit  # noqa: F401  (registers the models)
+from tubelet.models.classifier import VideoClassifier
+from tubelet.models.mae import MaskedAutoencoder
+from tubelet.models.resnet3d import ResNet3D
 from tubelet.models.vit import VisionTransformer
 from tubelet.registry import MODELS
 
@@ -15,4 +18,4 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     return MODELS.get(name, key="model")(**kwargs)
 
 
-__all__ = ["VisionTransformer", "create_model"]
+__all__ = ["MaskedAutoencoder", "ResNet3D", "VideoClassifier", "VisionTransformer", "create_model"]

@@ -9,12 +9,14 @@ One class covers timm's ViT, MAE's finetuned ViT and VideoMAE's video ViT:
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tubelet.models.layers import Attention, Block, LayerScale, PatchEmbed, sincos_1d
+from tubelet.models.layers import (Attention, Block, LayerScale, PatchEmbed, sincos_1d, sincos_2d,
+                                   sincos_3d)
 from tubelet.registry import MODELS
 
 
@@ -25,7 +27,9 @@ class VisionTransformer(nn.Module):
     `fc_norm`: None means "as timm": with "avg" the final LayerNorm moves after the pooling
     (`norm` becomes Identity, `fc_norm` a LayerNorm), which is what MAE and VideoMAE finetune.
     `pos_embed`: "learn" (a Parameter) or "sincos", VideoMAE's fixed 1D table over the token index,
-    kept as a non-persistent buffer: like VideoMAE's, it is not in the state dict.
+    kept as a non-persistent buffer: like VideoMAE's, it is not in the state dict; or "sincos2d",
+    MAE's fixed 2D table (3D for video: `sincos_3d`), a persistent buffer because MAE's
+    checkpoints store it as `pos_embed`.
     `qkv_bias`: True (timm's `qkv.bias`), False, or "qv" (VideoMAE's `q_bias` + `v_bias`).
     `init_values`: layer scale init (None: no layer scale). `head_init_scale` multiplies the
     initial head weights (VideoMAE finetunes with 0.001). `num_classes=0` gives no head.
@@ -43,13 +47,14 @@ class VisionTransformer(nn.Module):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg' without one")
-        if pos_embed not in ("learn", "sincos"):
-            raise ValueError(f"pos_embed must be 'learn' or 'sincos', got {pos_embed!r}")
+        if pos_embed not in ("learn", "sincos", "sincos2d"):
+            raise ValueError(f"pos_embed must be 'learn', 'sincos' or 'sincos2d', got {pos_embed!r}")
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.num_features = self.embed_dim = embed_dim
         self.num_prefix_tokens = 1 if class_token else 0
         self.head_init_scale = head_init_scale
+        self.pos_embed_type = pos_embed
         self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
@@ -60,7 +65,8 @@ class VisionTransformer(nn.Module):
             self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens, embed_dim))
         else:
             # filled by init_weights, so building on the meta device and to_empty() restores it too
-            self.register_buffer("pos_embed", torch.zeros(1, num_tokens, embed_dim), persistent=False)
+            self.register_buffer("pos_embed", torch.zeros(1, num_tokens, embed_dim),
+                                 persistent=pos_embed == "sincos2d")
         self.pos_drop = nn.Dropout(drop_rate)
 
         # stochastic depth grows linearly with depth; computed on the CPU so a meta build works
@@ -96,7 +102,8 @@ class VisionTransformer(nn.Module):
         if isinstance(self.pos_embed, nn.Parameter):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         else:
-            table = sincos_1d(self.patch_embed.num_patches, self.embed_dim, device=self.pos_embed.device)
+            table = fixed_pos_table(self.pos_embed_type, self.patch_embed.grid_size, self.embed_dim,
+                                    device=self.pos_embed.device)
             self.pos_embed[0, :self.num_prefix_tokens] = 0.0  # a class token gets a zero row, as in MAE
             self.pos_embed[0, self.num_prefix_tokens:] = table
         if self.cls_token is not None:
@@ -166,6 +173,14 @@ class VisionTransformer(nn.Module):
         if root == "blocks":
             return int(param_name.split(".")[1]) + 1
         return self.num_layers - 1
+
+
+def fixed_pos_table(kind: str, grid_size: tuple[int, ...], dim: int, *,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The fixed (N, dim) table of `pos_embed` kind "sincos" (VideoMAE) or "sincos2d" (MAE)."""
+    if kind == "sincos":
+        return sincos_1d(math.prod(grid_size), dim, device=device)
+    return (sincos_2d if len(grid_size) == 2 else sincos_3d)(tuple(grid_size), dim, device=device)
 
 
 MODELS.add("vit", VisionTransformer)  # any size, e.g. the tiny models of tests and quickstarts

@@ -1,2 +1,2 @@
 """Objectives. Importing this package registers every task."""
-from tubelet.tasks import classification  # noqa: F401  (registers "classification")
+from tubelet.tasks import classification, mae_pretrain, regression  # noqa: F401  (registration)

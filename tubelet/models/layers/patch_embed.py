@@ -45,10 +45,15 @@ class PatchEmbed(nn.Module):
         for n in self.grid_size:
             self.num_patches *= n
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def check_input(self, x: torch.Tensor) -> None:
         expected = ((self.num_frames,) if self.is_video else ()) + self.img_size
         if x.ndim != len(expected) + 2 or tuple(x.shape[2:]) != expected:
             layout = "(B,C,T,H,W)" if self.is_video else "(B,C,H,W)"
             raise ValueError(f"expected input {layout} with (T,)H,W = {expected}, got shape {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_video and x.ndim == 5 and x.shape[2] == 1:
+            x = x.squeeze(2)  # a 1-frame clip (B,C,1,H,W), as image datasets yield, is an image
+        self.check_input(x)
         x = self.proj(x)  # (B,C,[T],H,W) -> (B,D,[T'],H',W')
         return x.flatten(2).transpose(1, 2)  # -> (B,N,D)
