@@ -19,7 +19,9 @@ from torch import nn
 
 from tubelet import distributed as dist
 from tubelet.config import config_hash, dump_config
+from tubelet.data.batches import BadData, BatchStream
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
+from tubelet.engine import parallel
 from tubelet.engine.checkpoint import load_checkpoint
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import scaled_lr
@@ -37,6 +39,7 @@ TRAINER_RUNTIME = {"model", "task", "optimizer", "train_loader", "train_sampler"
                    "warmup_epochs", "min_lr"}
 TRAIN_EXTRA = {"device", "tensorboard", "progress"}  # `train:` keys the builder itself consumes
 SCHEDULE_KEYS = {"warmup_epochs", "min_lr"}  # the Trainer keywords fed by `schedule:`
+DATA_TRANSFORM_KEYS = ("transforms", "device_transforms")  # lists a data split node may hold
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,51 @@ class DataOptions:
     num_workers: int = 0
     persistent_workers: bool = True
     prefetch_factor: int | None = None
+    max_bad_fraction: float = 0.01  # above this share of unreadable files the run exits 2
+
+
+@dataclass(frozen=True)
+class DistributedOptions:
+    """The keys of a recipe's `distributed:` section (docs/distributed.md). They apply only
+    when a launcher (torchrun, srun) starts more than one process."""
+    strategy: str = "ddp"  # ddp | fsdp | none
+    backend: str = "auto"  # auto (nccl on CUDA, gloo on CPU) | nccl | gloo
+    timeout_s: float = 1800.0  # how long a collective waits for a missing rank
+    sync_batchnorm: bool = False  # ddp: BatchNorm statistics over all ranks
+    static_graph: bool = False  # ddp: the graph is the same every step
+    find_unused_parameters: bool = False  # ddp
+    param_dtype: str = "none"  # fsdp mixed precision: none | bf16 | fp16 (reduce stays fp32)
+
+    def check(self) -> None:
+        for key, value, choices in (("strategy", self.strategy, parallel.STRATEGIES),
+                                    ("backend", self.backend, dist.BACKENDS),
+                                    ("param_dtype", self.param_dtype, parallel.PARAM_DTYPES)):
+            if value not in choices:
+                raise ConfigError(f"distributed.{key}: unknown {value!r}; choose one of "
+                                  f"{list(choices)}")
+
+
+def setup_distributed(cfg: dict[str, Any], device: torch.device) -> tuple[DistributedOptions,
+                                                                          torch.device]:
+    """Join the process group (when launched with several processes) and check that every
+    rank resolved the same recipe. Returns the options and this rank's device."""
+    opts = DistributedOptions(**cfg.get("distributed") or {})
+    device = dist.init_distributed(device=device, backend=opts.backend, timeout_s=opts.timeout_s)
+    dist.check_same(config_hash(cfg), what="config hash")
+    return opts, device
+
+
+def wrap_model(model: nn.Module, opts: DistributedOptions, device: torch.device) -> nn.Module:
+    return parallel.wrap_model(model, strategy=opts.strategy, device=device,
+                               sync_batchnorm=opts.sync_batchnorm, static_graph=opts.static_graph,
+                               find_unused_parameters=opts.find_unused_parameters,
+                               param_dtype=opts.param_dtype)
 
 
 def _register_builtins(imports: list[str] | None) -> None:
     """Import the modules that register tubelet's parts, then the recipe's plugins."""
     for name in ("tubelet.models", "tubelet.data.datasets", "tubelet.data.transforms",
-                 "tubelet.tasks", "tubelet.engine.optim"):
+                 "tubelet.tasks", "tubelet.engine.optim", "tubelet.engine.ema"):
         importlib.import_module(name)
     for i, name in enumerate(imports or []):
         try:
@@ -66,20 +108,23 @@ def _register_builtins(imports: list[str] | None) -> None:
 def validate_config(cfg: dict[str, Any]) -> None:
     """Check every node against its registry and target signature; build nothing."""
     _register_builtins(cfg.get("imports"))
-    validate(cfg["model"], MODELS, key="model")
+    validate(model_spec(cfg), MODELS, key="model")
     validate(cfg["task"], TASKS, key="task")
     opt = cfg["optimizer"]
     validate({k: v for k, v in opt.items() if k not in GROUP_KEYS}, OPTIMIZERS, key="optimizer",
              runtime=("params", "lr"))
     data = cfg.get("data") or {}
     check_kwargs(DataOptions, data, key="data")
+    check_kwargs(DistributedOptions, cfg.get("distributed") or {}, key="distributed")
+    DistributedOptions(**cfg.get("distributed") or {}).check()
     for split in ("train", "val"):
         node = data.get(split)
         if node is None:
             continue
-        for i, t in enumerate(node.get("transforms") or []):
-            validate(t, TRANSFORMS, key=f"data.{split}.transforms[{i}]")
-        validate({k: v for k, v in node.items() if k != "transforms"}, DATASETS,
+        for list_key in DATA_TRANSFORM_KEYS:
+            for i, t in enumerate(node.get(list_key) or []):
+                validate(t, TRANSFORMS, key=f"data.{split}.{list_key}[{i}]")
+        validate({k: v for k, v in node.items() if k not in DATA_TRANSFORM_KEYS}, DATASETS,
                  key=f"data.{split}", runtime=("transform",))
     allowed = (set(inspect.signature(Trainer).parameters) - TRAINER_RUNTIME) | TRAIN_EXTRA
     for section, keys in (("train", allowed), ("schedule", SCHEDULE_KEYS)):
@@ -91,6 +136,22 @@ def validate_config(cfg: dict[str, Any]) -> None:
     resume = cfg.get("resume")
     if resume not in (None, "auto") and not Path(str(resume)).is_file():
         raise ConfigError(f"resume: checkpoint {str(resume)!r} not found")
+
+
+def model_spec(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The `model:` node without `pretrained`, which the builder consumes (`build_model`)."""
+    return {k: v for k, v in cfg["model"].items() if k != "pretrained"}
+
+
+def build_model(cfg: dict[str, Any], *, load_pretrained: bool = True) -> nn.Module:
+    """The model; `model.pretrained: PATH` (a checkpoint file, or a run directory, meaning its
+    checkpoints/last.pt) loads foreign or our weights through `models.weights`."""
+    model = build_at(model_spec(cfg), MODELS, key="model")
+    path = cfg["model"].get("pretrained")
+    if path and load_pretrained:
+        from tubelet.models.weights import load_pretrained as load
+        load(model, path)
+    return model
 
 
 def seed_everything(seed: int) -> None:
@@ -118,16 +179,37 @@ def build_at(node: dict[str, Any], registry: Any, *, key: str, **runtime: Any) -
         raise
 
 
-def build_dataset(node: dict[str, Any], *, key: str) -> Any:
+def build_transforms(node: dict[str, Any], *, key: str, list_key: str) -> Any:
     from tubelet.data.transforms import Compose
-    transforms = [build_at(t, TRANSFORMS, key=f"{key}.transforms[{i}]")
-                  for i, t in enumerate(node.get("transforms") or [])]
-    spec = {k: v for k, v in node.items() if k != "transforms"}
-    return build_at(spec, DATASETS, key=key, transform=Compose(transforms) if transforms else None)
+    transforms = [build_at(t, TRANSFORMS, key=f"{key}.{list_key}[{i}]")
+                  for i, t in enumerate(node.get(list_key) or [])]
+    return Compose(transforms) if transforms else None
 
 
-def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: bool = True
-                  ) -> tuple[Any, ResumableSampler | None, Any]:
+def build_dataset(node: dict[str, Any], *, key: str) -> tuple[Any, Any]:
+    """(dataset, device transform or None). `transforms` run in the loader workers,
+    `device_transforms` on the batch after transfer (the dataset then yields uint8 clips)."""
+    device_transform = build_transforms(node, key=key, list_key="device_transforms")
+    spec = {k: v for k, v in node.items() if k not in DATA_TRANSFORM_KEYS}
+    if device_transform is not None:
+        spec["to_float"] = False
+    dataset = build_at(spec, DATASETS, key=key,
+                       transform=build_transforms(node, key=key, list_key="transforms"))
+    return dataset, device_transform
+
+
+def _stream(loader: Any, dataset: Any, device_transform: Any, *, split: str, seed: int,
+            data: DataOptions, device: torch.device, run_dir: Path | None) -> BatchStream:
+    """Wrap a loader for bad-data accounting (startup findings first) and device transforms."""
+    bad = BadData(split=split, num_files=getattr(dataset, "num_files", len(dataset)),
+                  max_fraction=data.max_bad_fraction, run_dir=run_dir, rank=dist.get_rank())
+    bad.add(getattr(dataset, "bad_files", []))
+    return BatchStream(loader, bad_data=bad, device=device, device_transform=device_transform,
+                       train=split == "train", seed=seed)
+
+
+def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: bool = True,
+                  run_dir: Path | None = None) -> tuple[Any, ResumableSampler | None, Any]:
     """(train loader, its resumable sampler, val loader); the train pair is None when `train`
     is False (eval), the val loader is None when the recipe has no `data.val`."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -136,15 +218,19 @@ def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: 
                   persistent_workers=data.persistent_workers)
     train_loader = sampler = val_loader = None
     if train:
-        train_set = build_dataset(data.train, key="data.train")
+        train_set, device_tf = build_dataset(data.train, key="data.train")
         sampler = ResumableSampler(len(train_set), seed=seed, rank=rank, world_size=world_size)
-        train_loader = build_loader(train_set, batch_size=data.batch_size, sampler=sampler,
-                                    drop_last=True, **common)
+        train_loader = _stream(build_loader(train_set, batch_size=data.batch_size,
+                                            sampler=sampler, drop_last=True, **common),
+                               train_set, device_tf, split="train", seed=seed, data=data,
+                               device=device, run_dir=run_dir)
     if data.val:
-        val_set = build_dataset(data.val, key="data.val")
-        val_loader = build_loader(val_set, batch_size=data.val_batch_size or data.batch_size,
-                                  sampler=ShardSampler(len(val_set), rank=rank,
-                                                       world_size=world_size), **common)
+        val_set, device_tf = build_dataset(data.val, key="data.val")
+        val_loader = _stream(build_loader(val_set, batch_size=data.val_batch_size or data.batch_size,
+                                          sampler=ShardSampler(len(val_set), rank=rank,
+                                                               world_size=world_size), **common),
+                             val_set, device_tf, split="val", seed=seed, data=data,
+                             device=device, run_dir=run_dir)
     return train_loader, sampler, val_loader
 
 
@@ -163,18 +249,21 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     train = dict(cfg.get("train") or {})
     data, seed = DataOptions(**cfg.get("data") or {}), int(cfg["seed"])
     run_dir = Path(cfg["run"]["dir"])
+    dist_opts, device = setup_distributed(cfg, resolve_device(str(train.pop("device", "auto"))))
     setup_text_log(run_dir, enabled=dist.is_main())
     if dist.is_main():
         (run_dir / "config.yaml").write_text(dump_config(cfg))
-    device = resolve_device(str(train.pop("device", "auto")))
     seed_everything(seed)
 
-    train_loader, sampler, val_loader = build_loaders(data, seed=seed, device=device)
+    train_loader, sampler, val_loader = build_loaders(data, seed=seed, device=device,
+                                                      run_dir=run_dir)
 
-    model = build_at(cfg["model"], MODELS, key="model").to(device)
+    model = wrap_model(build_model(cfg).to(device), dist_opts, device)
     task = build_at(cfg["task"], TASKS, key="task").to(device)
     total_batch = data.batch_size * dist.get_world_size() * train.get("accum_steps", 1)
-    optimizer, base_lr = build_optimizer(cfg["optimizer"], model, total_batch_size=total_batch)
+    # after wrapping: FSDP2 replaces the parameters with sharded ones in place
+    optimizer, base_lr = build_optimizer(cfg["optimizer"], parallel.unwrap(model),
+                                         total_batch_size=total_batch)
     hooks = [build_at(h, HOOKS, key=f"hooks[{i}]") for i, h in enumerate(cfg.get("hooks") or [])]
     logger = RunLogger(run_dir, enabled=dist.is_main(), tensorboard=train.pop("tensorboard", True),
                        progress=train.pop("progress", None))
@@ -194,11 +283,14 @@ def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     data = DataOptions(**cfg.get("data") or {})
     if not data.val:
         raise ConfigError("data.val: required for eval")
-    setup_text_log(None)
     device = resolve_device(str((cfg.get("train") or {}).get("device", "auto")))
+    dist_opts, device = setup_distributed(cfg, device)
+    setup_text_log(None, enabled=dist.is_main())
     seed_everything(int(cfg["seed"]))
-    model = build_at(cfg["model"], MODELS, key="model")
+    model = build_model(cfg, load_pretrained=False)  # the checkpoint holds all the weights
     model.load_state_dict(load_checkpoint(path)["model"])
+    model = wrap_model(model.to(device), dist_opts, device)
     task = build_at(cfg["task"], TASKS, key="task")
     _, _, loader = build_loaders(data, seed=int(cfg["seed"]), device=device, train=False)
-    return run_eval(model.to(device), task.to(device), loader, device=device)
+    with parallel.eval_view(model) as view:  # each rank its own share, metrics reduced
+        return run_eval(view, task.to(device), loader, device=device)

@@ -13,12 +13,22 @@ from pathlib import Path
 from tubelet.registry import ConfigError
 
 EXIT_USER_ERROR = 2
+# Training stopped on a non-finite loss or gradient norm (train.nan_guard); no update applied.
+EXIT_NONFINITE = 3
+# A stop signal (SIGTERM/SIGUSR1) was honoured: every rank saved one checkpoint at the same
+# step. EX_TEMPFAIL ("try again later"): a batch script requeues on it, resume=auto continues.
+EXIT_PREEMPTED = 75
 
 USAGE = """\
 tubelet train RECIPE.yaml [key.sub=value ...]     train (resume with resume=auto)
 tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint on data.val
 tubelet config RECIPE.yaml [key.sub=value ...]    print the resolved, validated recipe
 tubelet data synth DIR [--num-classes N ...]      write the synthetic action dataset
+tubelet export CHECKPOINT|RUN_DIR OUT.safetensors   model weights as safetensors
+tubelet data check RECIPE.yaml [key=value ...]    class counts, bad files, decode speed
+
+exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
+            75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (requeue, resume=auto)
 """
 
 
@@ -29,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name)
         s.add_argument("recipe", type=Path)
         s.add_argument("overrides", nargs="*", help="dotted.key=value, value read as YAML")
+    export = sub.add_parser("export", help="write a checkpoint's model weights as safetensors")
+    export.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
+    export.add_argument("out", type=Path)
     data = sub.add_parser("data").add_subparsers(dest="data_command", required=True)
     synth = data.add_parser("synth", help="write the synthetic action dataset (HMDB51 layout)")
     synth.add_argument("root", type=Path)
@@ -37,10 +50,20 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-test-per-class", type=int, default=10)
     synth.add_argument("--size", type=int, default=40)
     synth.add_argument("--seed", type=int, default=0)
+    check = data.add_parser("check", help="per-class counts, missing/corrupt files, decode speed")
+    check.add_argument("recipe", type=Path)
+    check.add_argument("overrides", nargs="*", help="dotted.key=value, value read as YAML")
+    check.add_argument("--items", type=int, default=16, help="items to time per split")
     return p
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "export":
+        from tubelet.models.weights import export_safetensors
+        print(f"wrote {export_safetensors(args.checkpoint, args.out)}")
+        return 0
+    if args.command == "data" and args.data_command == "check":
+        return _data_check(args)
     if args.command == "data":
         from tubelet.data.synth import ensure_synthetic_dataset
         root = ensure_synthetic_dataset(args.root, num_classes=args.num_classes,
@@ -57,12 +80,43 @@ def _run(args: argparse.Namespace) -> int:
         build.validate_config(cfg)
         sys.stdout.write(dump_config(cfg))
         return 0
-    if args.command == "eval":
-        print(json.dumps(build.evaluate_checkpoint(cfg), indent=2))
+    from tubelet import distributed as dist  # noqa: PLC0415
+    from tubelet.engine.guard import NonFiniteError, Preempted  # noqa: PLC0415
+    try:
+        if args.command == "eval":
+            print(json.dumps(build.evaluate_checkpoint(cfg), indent=2))
+            return 0
+        build.build_trainer(cfg).fit()
         return 0
-    trainer = build.build_trainer(cfg)
-    trainer.fit()
+    except Preempted as e:  # every rank says so: a scheduler's log shows each one left cleanly
+        print(f"{_rank_prefix(dist)}{e}", file=sys.stderr)
+        return EXIT_PREEMPTED
+    except NonFiniteError as e:
+        print(f"error: {_rank_prefix(dist)}{e}", file=sys.stderr)
+        return EXIT_NONFINITE
+    finally:
+        dist.shutdown()
+
+
+def _data_check(args: argparse.Namespace) -> int:
+    from tubelet.config import load_config
+    cfg = load_config(args.recipe, args.overrides)
+    from tubelet import build  # noqa: PLC0415
+    from tubelet.data.check import report  # noqa: PLC0415
+    build.validate_config(cfg)
+    num_bad = 0
+    for split in ("train", "val"):
+        node = (cfg.get("data") or {}).get(split)
+        if node:
+            dataset, _ = build.build_dataset(node, key=f"data.{split}")
+            num_bad += report(dataset, name=f"data.{split}", num_items=args.items)
+    if num_bad:
+        raise ConfigError(f"data: {num_bad} missing or corrupt files (listed above)")
     return 0
+
+
+def _rank_prefix(dist) -> str:  # noqa: ANN001 - the tubelet.distributed module
+    return f"rank {dist.get_rank()}: " if dist.get_world_size() > 1 else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,3 +32,19 @@ def synth_root(tmp_path_factory, synth_params) -> Path:
     root = tmp_path_factory.mktemp("synth") / "actions"
     write_synthetic_dataset(root, **synth_params)
     return root
+
+
+@pytest.fixture(scope="session")
+def coded_videos(tmp_path_factory) -> dict[int, Path]:
+    """300-frame videos numbered in their pixels, keyframe interval 250 and 16."""
+    from data.index_video import write_coded_video
+    root = tmp_path_factory.mktemp("coded_videos")
+    return {gop: write_coded_video(root / f"gop{gop}.mp4", num_frames=300, gop=gop)
+            for gop in (250, 16)}
+
+
+@pytest.fixture(scope="session")
+def format_roots(tmp_path_factory) -> dict[str, Path]:
+    """Every annotation format's fixture files next to real media (see data/media.py)."""
+    from data.media import build_format_roots
+    return build_format_roots(tmp_path_factory.mktemp("formats"))

@@ -1,3 +1,4 @@
+import re
 import shutil
 
 import pytest
@@ -33,9 +34,10 @@ def test_classes_labels_and_subsets(synth_root):
     assert train.classes == test.classes == ["move_left", "move_right"]
     assert train.num_classes == 2 and (len(train), len(test)) == (6, 4)
     for dataset in (train, test):
-        for path, label, num_video_frames in dataset.samples:
-            assert dataset.classes[label] == path.parent.name and num_video_frames == 12
-    assert not {p for p, _, _ in train.samples} & {p for p, _, _ in test.samples}
+        for (path, label, where), info in zip(dataset.samples, dataset.infos):
+            assert dataset.classes[label] == path.parent.name and info.num_frames == 12
+            assert "_test_split1.txt:" in where
+    assert not {s.path for s in train.samples} & {s.path for s in test.samples}
 
 
 def test_train_item_is_seeded_by_index_and_epoch(synth_root):
@@ -59,7 +61,7 @@ def test_test_item_is_the_centred_clip_without_generator(synth_root):
     dataset = HMDB51(str(synth_root), subset="test", num_frames=4, stride=2, transform=record)
     item = dataset[(1, 7)]
     assert record.generators == [None]
-    path, _, num_video_frames = dataset.samples[1]
+    path, num_video_frames = dataset.samples[1].path, dataset.infos[1].num_frames
     indices = interval_indices(num_video_frames, num_frames=4, stride=2, generator=None)
     expected = decode_frames(path, indices).permute(3, 0, 1, 2).float() / 255  # (C,T,H,W)
     assert torch.equal(item["video"], expected)
@@ -75,7 +77,7 @@ def test_train_transform_gets_a_generator(synth_root):
 def test_missing_directories(synth_root, tmp_path):
     with pytest.raises(ConfigError, match="root: no such directory"):
         HMDB51(str(tmp_path / "nope"))
-    with pytest.raises(ConfigError, match="splits dir: no such directory"):
+    with pytest.raises(ConfigError, match="splits_dir: no such directory"):
         HMDB51(str(synth_root), splits_dir="other")
     with pytest.raises(ConfigError, match=r"_test_split3\.txt"):
         HMDB51(str(synth_root), split=3)
@@ -92,16 +94,20 @@ def test_malformed_split_line_names_file_and_line(editable_root, bad_line):
         HMDB51(str(editable_root), subset="test")
 
 
-def test_missing_video_names_file_and_line(editable_root):
+def test_missing_or_empty_video_is_bad_data_named_by_file_and_line(editable_root):
+    # Not fatal: the file is listed (file:line) and its items are replaced by another sample.
     (editable_root / "videos" / "move_right" / "c0_v0001.mp4").unlink()
-    with pytest.raises(ConfigError, match=r"move_right_test_split1\.txt:2: no such video"):
-        HMDB51(str(editable_root))
-
-
-def test_undecodable_video_names_file_and_line(editable_root):
-    (editable_root / "videos" / "move_right" / "c0_v0004.mp4").write_bytes(b"")
-    with pytest.raises(ConfigError, match=r"move_right_test_split1\.txt:5: .*empty"):
-        HMDB51(str(editable_root), subset="test")
+    (editable_root / "videos" / "move_right" / "c0_v0002.mp4").write_bytes(b"")
+    dataset = HMDB51(str(editable_root))
+    reasons = [reason for _, reason in dataset.bad_files]
+    assert len(reasons) == 2
+    assert re.search(r"move_right_test_split1\.txt:2: .*c0_v0001\.mp4: no such file", reasons[0])
+    assert re.search(r"move_right_test_split1\.txt:3: .*c0_v0002\.mp4: empty file", reasons[1])
+    bad_index = [s.path.name for s in dataset.samples].index("c0_v0001.mp4")
+    item = dataset[bad_index]
+    path, reason = item["bad"].split("\n")[0].split("\t")
+    assert path.endswith("c0_v0001.mp4") and reason == reasons[0] and item["index"] == bad_index
+    assert torch.equal(item["video"], dataset[bad_index]["video"])  # deterministic
 
 
 def test_synthetic_actions_reads_the_generated_root(synth_root, synth_params):

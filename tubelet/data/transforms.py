@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from tubelet.registry import TRANSFORMS
 
@@ -108,6 +109,133 @@ class RandomHorizontalFlip:
         return video
 
 
+def resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bilinear antialiased resize of a (C,T,H,W) clip. uint8 stays uint8: on the CPU torch
+    resizes uint8 directly, which is faster than converting to float first (see
+    docs/benchmarks.md); other devices resize in float and round back."""
+    if tuple(video.shape[-2:]) == (height, width):
+        return video
+    frames = video.transpose(0, 1)  # (C,T,H,W) -> (T,C,H,W): frames are the batch
+    if video.dtype == torch.uint8 and video.device.type == "cpu":
+        out = F.interpolate(frames.contiguous(memory_format=torch.channels_last),
+                            size=(height, width), mode="bilinear", antialias=True)
+    else:
+        out = F.interpolate(frames.float(), size=(height, width), mode="bilinear",
+                            antialias=True)
+        if video.dtype == torch.uint8:
+            out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.transpose(0, 1)  # (T,C,h,w) -> (C,T,h,w)
+
+
+@TRANSFORMS.register("short_side_resize")
+class ShortSideResize:
+    """Resize so the shorter side is `size`, keeping the aspect ratio."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"short_side_resize: size must be >= 1, got {size}")
+        self.size = size
+
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+        height, width = video.shape[-2:]
+        scale = self.size / min(height, width)
+        return resize(video, max(1, round(height * scale)), max(1, round(width * scale)))
+
+
+@TRANSFORMS.register("resize")
+class Resize:
+    """Resize every frame to exactly `size` ([height, width] or an int for a square)."""
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        self.height, self.width = _pair(size)
+
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+        return resize(video, self.height, self.width)
+
+
+@TRANSFORMS.register("random_resized_crop")
+class RandomResizedCrop:
+    """Inception-style crop: area fraction in `scale`, aspect ratio (w/h) in `ratio` (log-uniform),
+    the same box for every frame, resized to `size`. In eval (generator None) the centre crop of
+    the largest in-range box, resized."""
+
+    def __init__(self, size: int | Sequence[int], *, scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), max_tries: int = 10) -> None:
+        self.height, self.width = _pair(size)
+        if not (0 < scale[0] <= scale[1] <= 1) or not (0 < ratio[0] <= ratio[1]):
+            raise ValueError(f"random_resized_crop: need 0 < scale[0] <= scale[1] <= 1 and "
+                             f"0 < ratio[0] <= ratio[1], got {list(scale)}, {list(ratio)}")
+        self.scale, self.ratio, self.max_tries = tuple(scale), tuple(ratio), max_tries
+
+    def box(self, height: int, width: int, generator: torch.Generator | None, *,
+            fallback: bool = True) -> tuple[int, int, int, int] | None:
+        """(top, left, h, w) of the crop; None when no draw fits and `fallback` is False."""
+        area = height * width
+        log_ratio = torch.log(torch.tensor(self.ratio))
+        # Always make max_tries draws, so the stream after this transform has a fixed length.
+        draws = torch.rand((self.max_tries, 4), generator=generator) if generator else None
+        for k in range(self.max_tries if generator else 0):
+            u = draws[k]
+            target = area * (self.scale[0] + (self.scale[1] - self.scale[0]) * float(u[0]))
+            aspect = float(torch.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * u[1]))
+            w, h = round((target * aspect) ** 0.5), round((target / aspect) ** 0.5)
+            if 0 < w <= width and 0 < h <= height:
+                return int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1)), h, w
+        if not fallback:
+            return None
+        # Fallback (and eval): the whole frame clipped to the ratio range, centred.
+        aspect = min(max(width / height, self.ratio[0]), self.ratio[1])
+        w, h = (width, round(width / aspect)) if width / height < aspect else \
+            (round(height * aspect), height)
+        h, w = min(h, height), min(w, width)
+        return (height - h) // 2, (width - w) // 2, h, w
+
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+        box = self.box(video.shape[-2], video.shape[-1], generator)
+        assert box is not None  # with fallback, box() always returns one
+        top, left, h, w = box
+        return resize(video[..., top:top + h, left:left + w], self.height, self.width)
+
+
+def spatial_crop(video: torch.Tensor, *, index: int, num_crops: int) -> torch.Tensor:
+    """Crop `index` of `num_crops` squares of the short side, spread evenly along the long side
+    (num_crops=3: left/centre/right, or top/centre/bottom): the multi-view test crops."""
+    height, width = video.shape[-2:]
+    side = min(height, width)
+    offset = 0 if num_crops == 1 else round((max(height, width) - side) * index / (num_crops - 1))
+    if width >= height:
+        return video[..., :, offset:offset + side]
+    return video[..., offset:offset + side, :]
+
+
+@TRANSFORMS.register("random_erasing")
+class RandomErasing:
+    """With probability `p`, replace one box (area fraction in `scale`, aspect in `ratio`) with
+    per-pixel normal noise, the same box on every frame (as VideoMAE erases whole tubes). Put it
+    after `normalize`: the noise is drawn in normalized units."""
+
+    def __init__(self, p: float = 0.25, *, scale: Sequence[float] = (0.02, 1 / 3),
+                 ratio: Sequence[float] = (0.3, 3.3)) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"random_erasing: p must be in [0, 1], got {p}")
+        self.p, self.crop = p, RandomResizedCrop(1, scale=scale, ratio=ratio)
+
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+        if generator is None:
+            return video
+        if video.dtype == torch.uint8:
+            raise ValueError("random_erasing: expects a float clip; put it after normalize")
+        erase = float(torch.rand((1,), generator=generator)) < self.p
+        box = self.crop.box(video.shape[-2], video.shape[-1], generator, fallback=False)
+        if not erase or box is None:
+            return video
+        top, left, h, w = box
+        noise = torch.randn((video.shape[0], 1, h, w), generator=generator)  # (C,1,h,w)
+        video = video.clone()
+        video[..., top:top + h, left:left + w] = noise.to(video.device, video.dtype)
+        return video
+
+
 class Compose:
     """Apply transforms in order, all drawing from the one per-sample generator."""
 
@@ -121,3 +249,7 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"Compose({self.transforms!r})"
+
+
+# RandAugment lives in its own module; importing it here registers it with the others.
+from tubelet.data import randaugment  # noqa: E402,F401

@@ -14,8 +14,10 @@ from torch.utils.data import DataLoader
 
 from tubelet import distributed as dist
 from tubelet.data.loader import ResumableSampler
+from tubelet.engine import parallel
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
                                        rng_state, save_checkpoint, set_rng_state)
+from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.schedule import cosine_lr
 from tubelet.loggers import RunLogger
@@ -35,7 +37,8 @@ class Trainer:
                  min_lr: float = 0.0, accum_steps: int = 1, clip_grad: float | None = None,
                  amp: str = "none", eval_interval: int = 1, checkpoint_interval: int = 0,
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
-                 best_mode: str = "max", extra_state: dict[str, Any] | None = None) -> None:
+                 best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
+                 extra_state: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
         if amp == "fp16" and device.type != "cuda":
@@ -44,6 +47,8 @@ class Trainer:
             raise ConfigError("train: keep_last, accum_steps and log_interval must be >= 1")
         if best_mode not in ("max", "min"):
             raise ConfigError(f"train.best_mode: expected 'max' or 'min', got {best_mode!r}")
+        if nan_guard not in NAN_POLICIES:
+            raise ConfigError(f"train.nan_guard: unknown {nan_guard!r}; choose one of {list(NAN_POLICIES)}")
         self.model, self.task, self.optimizer = model, task, optimizer
         self.train_loader, self.train_sampler, self.val_loader = train_loader, train_sampler, val_loader
         self.run_dir, self.ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"
@@ -55,8 +60,11 @@ class Trainer:
         self.extra_state = extra_state or {}
         self.amp_dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.guard = StepGuard(policy=nan_guard, skip_limit=nan_skip_limit, device=device)
 
-        self.batch_size = train_loader.batch_size
+        self.batch_size, self.world_size = train_loader.batch_size, dist.get_world_size()
+        # samples one optimizer step consumes over all ranks; a resume must keep it (see load)
+        self.global_batch = self.batch_size * self.world_size * accum_steps
         self.micro_per_epoch = train_sampler.num_per_rank // self.batch_size // accum_steps * accum_steps
         if self.micro_per_epoch == 0:
             raise ConfigError(f"data.batch_size: {self.batch_size} x accum_steps {accum_steps} "
@@ -70,6 +78,7 @@ class Trainer:
         self.best: float | None = None
         self.metrics: dict[str, float] = {}
         self._meters = _Meters(device)
+        self._step_loss = torch.zeros((), device=device)  # summed over a step's micro-batches
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> dict[str, float]:
@@ -77,14 +86,15 @@ class Trainer:
         self.logger.start(total_steps=self.total_steps, step=self.step)
         for hook in self.hooks:
             hook.before_train(self)
-        while self.epoch < self.epochs:
-            self.train_epoch()
-            is_best = False
-            if self.val_loader is not None and self.epoch % self.eval_interval == 0:
-                self.metrics = self.evaluate()
-                self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
-                is_best = self.update_best(self.metrics)
-            self.save_checkpoint(is_best=is_best)
+        with self.guard.signals:  # SIGTERM/SIGUSR1 now mean "save at the next step and exit"
+            while self.epoch < self.epochs:
+                self.train_epoch()
+                is_best = False
+                if self.val_loader is not None and self.epoch % self.eval_interval == 0:
+                    self.metrics = self.evaluate()
+                    self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
+                    is_best = self.update_best(self.metrics)
+                self.save_checkpoint(is_best=is_best)
         for hook in self.hooks:
             hook.after_train(self)
         self.logger.close()
@@ -92,7 +102,7 @@ class Trainer:
 
     def train_epoch(self) -> None:
         self.model.train()
-        self.train_sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.batch_size)
+        self.train_sampler.set_epoch(self.epoch, consumed=self.samples_in_epoch)
         remaining = self.micro_per_epoch - self.batch_in_epoch
         self._meters.tick()
         for batch in itertools.islice(self.train_loader, remaining):
@@ -108,6 +118,8 @@ class Trainer:
             if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
                     and self.batch_in_epoch < self.micro_per_epoch):
                 self.save_checkpoint()
+            if self.guard.stop_requested:  # all ranks agreed on it, at this same step
+                self.preempt()
         self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def train_step(self, batch: dict[str, Any]) -> bool:
@@ -124,23 +136,41 @@ class Trainer:
                 loss = self.task.loss(self.model, batch)
             self.scaler.scale(loss / self.accum_steps).backward()
         self._meters.add_loss(loss.detach())
+        self._step_loss += loss.detach().float()
         if not boundary:
             return False
         lr = cosine_lr(self.step, **self.lr_kwargs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        if self.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
-            self._meters.grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        grad_norm = self.grad_norm()
+        # all ranks agree here, before the update, on NaN/inf anywhere and on a stop signal
+        if self.guard.check(step=self.step, loss=self._step_loss, grad_norm=grad_norm):
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        elif self.clip_grad is not None:
+            self.scaler.update()  # unscale_ ran: the (fp16) scaler must close its step
         self.optimizer.zero_grad(set_to_none=True)
+        self._step_loss.zero_()
         self.step += 1
         return True
 
+    def grad_norm(self) -> torch.Tensor | None:
+        """The clipped gradient norm, or (for the guard) the plain one. None under fp16 AMP
+        without clipping: inf gradients there are the GradScaler's business, not a failure."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
+            self._meters.grad_norm = norm
+            return norm
+        if self.guard.policy == "off" or self.scaler.is_enabled():
+            return None
+        return parallel.full_tensor(nn.utils.get_total_norm([p.grad for p in params]))
+
     def evaluate(self) -> dict[str, float]:
-        metrics = run_eval(self.model, self.task, self.val_loader, device=self.device,
-                           amp_dtype=self.amp_dtype)
+        with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
+            metrics = run_eval(model, self.task, self.val_loader, device=self.device,
+                               amp_dtype=self.amp_dtype)
         log.info("eval epoch %d step %d: %s", self.epoch, self.step,
                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         for hook in self.hooks:
@@ -171,17 +201,35 @@ class Trainer:
             self.best = value
         return better
 
+    def preempt(self) -> None:
+        """Save one checkpoint at this step (every rank is here, at the same step) and leave."""
+        self.save_checkpoint()
+        self.logger.close()
+        raise Preempted(self.step, self.guard.signals.received or "signal on another rank")
+
     # ------------------------------------------------------------------ state
+    @property
+    def samples_in_epoch(self) -> int:
+        """Samples consumed in the current epoch over all ranks: what the sampler resumes from."""
+        return self.batch_in_epoch * self.batch_size * self.world_size
+
     def state_dict(self) -> dict[str, Any]:
-        model = getattr(self.model, "module", self.model)  # DDP wraps; save the plain keys
+        """The full state; a collective (FSDP gathers shards, RNG states are gathered), so
+        every rank calls it. Model and optimizer are full, name-keyed state dicts."""
+        model_state, optimizer_state = parallel.full_state(self.model, self.optimizer)
+        rngs = dist.all_gather_object(rng_state())
         return {
-            "model": model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scaler": self.scaler.state_dict(),
             "trainer": {"step": self.step, "epoch": self.epoch,
                         "batch_in_epoch": self.batch_in_epoch, "best": self.best,
-                        "world_size": dist.get_world_size(), "batch_size": self.batch_size},
-            "rng": rng_state(),
+                        "samples_in_epoch": self.samples_in_epoch,
+                        "global_batch": self.global_batch, "world_size": self.world_size,
+                        "batch_size": self.batch_size, "accum_steps": self.accum_steps,
+                        "steps_per_epoch": self.steps_per_epoch},
+            "rng": rngs[0],
+            "rng_per_rank": rngs,
             "meters": self._meters.state_dict(),
             "hooks": [h.state_dict() for h in self.hooks],
             **self.extra_state,
@@ -189,22 +237,41 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         t = state["trainer"]
-        if (t["world_size"], t["batch_size"]) != (dist.get_world_size(), self.batch_size):
-            raise ConfigError(f"resume: checkpoint was written with world size {t['world_size']} "
-                              f"and batch size {t['batch_size']}, this run has "
-                              f"{dist.get_world_size()} and {self.batch_size}")
-        getattr(self.model, "module", self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.check_resumable(t)
+        parallel.load_full_state(self.model, self.optimizer, model_state=state["model"],
+                                 optimizer_state=state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        self.step, self.epoch, self.batch_in_epoch = t["step"], t["epoch"], t["batch_in_epoch"]
+        self.step, self.epoch = t["step"], t["epoch"]
+        # the sample counter is global, so it carries over to another world size
+        samples = t.get("samples_in_epoch", t["batch_in_epoch"] * t["batch_size"] * t["world_size"])
+        self.batch_in_epoch = samples // (self.batch_size * self.world_size)
         self.best = t["best"]
         self._meters.load_state_dict(state["meters"])
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hook_state)
-        set_rng_state(state["rng"])
+        # every rank drew the same global randomness (same seed, same draws), but keep each
+        # its own where the world size allows; after a change every rank takes rank 0's
+        per_rank = state.get("rng_per_rank") or []
+        same_world = len(per_rank) == self.world_size
+        set_rng_state(per_rank[dist.get_rank()] if same_world else state["rng"])
+
+    def check_resumable(self, t: dict[str, Any]) -> None:
+        """The lr schedule and the sample counter are functions of the optimizer step, so a
+        resume may change the world size but must keep the global batch and steps per epoch."""
+        old_accum = t.get("accum_steps", self.accum_steps)
+        old_global = t.get("global_batch", t["world_size"] * t["batch_size"] * old_accum)
+        old_steps = t.get("steps_per_epoch", self.steps_per_epoch)
+        if (old_global, old_steps) == (self.global_batch, self.steps_per_epoch):
+            return
+        raise ConfigError(
+            f"resume: the checkpoint's global batch is {old_global} (world size {t['world_size']}"
+            f" x batch {t['batch_size']} x accum {old_accum}, {old_steps} steps/epoch), this "
+            f"run's is {self.global_batch} (world size {self.world_size} x batch "
+            f"{self.batch_size} x accum {self.accum_steps}, {self.steps_per_epoch} steps/epoch); "
+            "set data.batch_size or train.accum_steps so they match")
 
     def save_checkpoint(self, *, is_best: bool = False) -> None:
-        state = self.state_dict()
+        state = self.state_dict()  # on every rank: gathering it is a collective
         if dist.is_main():
             path = save_checkpoint(state, self.ckpt_dir, step=self.step, keep_last=self.keep_last,
                                    is_best=is_best)
@@ -218,11 +285,13 @@ class Trainer:
                                   "resume=auto to continue, or choose another run.name")
             return
         if self.resume == "auto":
-            found = find_resumable(self.ckpt_dir)
-            if found is None:
+            # rank 0 picks the file and every rank loads that one, whatever it finds itself
+            found = find_resumable(self.ckpt_dir) if dist.is_main() else None
+            path = dist.broadcast_object(found and found[0])
+            if path is None:
                 log.info("resume=auto: no checkpoint in %s, starting from scratch", self.ckpt_dir)
                 return
-            path, state = found
+            state = found[1] if found else load_checkpoint(path)
         else:
             path = Path(self.resume)
             if not path.is_file():

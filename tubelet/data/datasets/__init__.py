@@ -1,2 +1,3 @@
 """Dataset formats; importing this package registers them in DATASETS."""
-from tubelet.data.datasets import hmdb51, synthetic  # noqa: F401  (registration side effects)
+from tubelet.data.datasets import (composed, features, gaze360, hmdb51,  # noqa: F401
+                                   image_folder, kinetics, ssv2, synthetic, ucf101, video_list)

@@ -1,0 +1,138 @@
+"""The shared machinery of every clip dataset: per-sample seeding, multi-view test, `repeat`,
+deterministic substitution of bad samples, and the output dict.
+
+A dataset item is a dict:
+
+    video  float32 (C, T, H, W), or uint8 when transforms run on the device after transfer
+    label  int class id (classification formats) / target: float tensor (regression formats)
+    index  int: the video's index, the same for all of its test views
+    view   int: which of the `temporal_views * spatial_crops` test views this clip is (0 in train)
+    bad    str: "path\\treason" of each file that failed and was replaced for this item,
+           "\\n"-joined ("" if none)
+
+Bad data: a sample whose file is missing, empty or undecodable is replaced by another sample
+chosen from (seed, index, attempt) alone, and its clip is drawn from a fresh generator, so a
+replacement looks the same whichever worker makes it and after any resume. The item's `bad`
+field lets the main process count and list the bad files exactly (see data/batches.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch.utils.data import Dataset
+
+from tubelet.data.decode import DecodeError
+from tubelet.data.seeding import sample_generator, split_key
+from tubelet.data.transforms import spatial_crop
+from tubelet.registry import ConfigError
+
+MAX_SUBSTITUTES = 20  # more bad draws in a row than this means most of the set is bad
+
+
+class Sample(NamedTuple):
+    path: Path  # a video file, or the centre frame of a frame-folder clip
+    target: Any  # int label or a float tensor
+    where: str  # "file:line" of the annotation, for error messages
+
+
+class ClipDataset(Dataset):
+    """Base class; a subclass fills `samples` (and `classes` for classification) and implements
+    `load(i, generator, view, num_views) -> uint8 (C, T, H, W)`, raising DecodeError on bad data."""
+
+    target_key = "label"
+
+    def __init__(self, *, train: bool, seed: int = 0,
+                 transform: Callable[..., torch.Tensor] | None = None, temporal_views: int = 1,
+                 spatial_crops: int = 1, repeat: int = 1, to_float: bool = True) -> None:
+        for name, value in (("temporal_views", temporal_views), ("spatial_crops", spatial_crops),
+                            ("repeat", repeat)):
+            if int(value) < 1:
+                raise ConfigError(f"{name}: must be >= 1, got {value}")
+        if train and temporal_views * spatial_crops > 1:
+            raise ConfigError("temporal_views: multi-view clips are for test subsets only")
+        self.train, self.seed, self.transform = train, seed, transform
+        self.temporal_views, self.spatial_crops = temporal_views, spatial_crops
+        self.num_views = temporal_views * spatial_crops
+        self.repeat, self.to_float = repeat, to_float
+        self.samples: list[Sample] = []
+        self.bad: dict[int, str] = {}  # sample number -> reason, found at startup or on decode
+
+    # ------------------------------------------------------------------ for subclasses
+    def load(self, i: int, generator: torch.Generator | None, view: int,
+             num_views: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def num_videos(self) -> int:
+        return len(self.samples) * self.repeat
+
+    @property
+    def num_files(self) -> int:
+        return len(self.samples)
+
+    @property
+    def bad_files(self) -> list[tuple[str, str]]:
+        """(path, reason) of the samples known to be bad so far."""
+        return [(str(self.samples[i].path), self.bad[i]) for i in sorted(self.bad)]
+
+    # ------------------------------------------------------------------ Dataset
+    def __len__(self) -> int:
+        return self.num_videos() * self.num_views
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index, epoch = split_key(key)
+        video_index, view = divmod(index, self.num_views)
+        temporal_view, crop = divmod(view, self.spatial_crops)
+        i = video_index % len(self.samples)
+        bad_paths = []
+        for attempt in range(MAX_SUBSTITUTES + 1):
+            if attempt:
+                i = self.substitute(index, attempt)
+            # A fresh generator per attempt: the clip does not depend on how many draws a
+            # failed attempt made, nor on whether this worker already knew the file was bad.
+            generator = sample_generator(self.seed, epoch, index) if self.train else None
+            if i not in self.bad:
+                try:
+                    video = self.load(i, generator, temporal_view, self.temporal_views)
+                    break
+                except DecodeError as err:
+                    self.bad[i] = str(err)
+            bad_paths.append(f"{self.samples[i].path}\t{self.bad[i]}")
+        else:
+            raise DecodeError(f"{MAX_SUBSTITUTES + 1} bad samples in a row for index {index} "
+                              f"(last: {self.bad[i]}); is the dataset readable?")
+        if self.transform is not None:
+            video = self.transform(video, generator=generator)
+        if self.spatial_crops > 1:
+            video = spatial_crop(video, index=crop, num_crops=self.spatial_crops)
+        if self.to_float and video.dtype == torch.uint8:
+            # A pipeline without `normalize` (or no pipeline) still yields floats in [0, 1].
+            video = video.float() / 255
+        target = self.samples[i].target
+        return {"video": video.contiguous(), self.target_key: target, "index": video_index,
+                "view": view, "bad": "\n".join(bad_paths)}
+
+    def substitute(self, index: int, attempt: int) -> int:
+        """The replacement for a bad sample: a function of (seed, index, attempt) only."""
+        g = sample_generator(self.seed, 1_000_003 + attempt, index)
+        return int(torch.randint(0, len(self.samples), (1,), generator=g))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(num_samples={len(self.samples)}, train={self.train}, "
+                f"views={self.num_views}, repeat={self.repeat}, bad={len(self.bad)})")
+
+
+def check_subset(subset: str, choices: dict[str, Any] | tuple[str, ...]) -> None:
+    if subset not in choices:
+        raise ConfigError(f"subset: expected one of {sorted(choices)}, got {subset!r}")
+
+
+def check_dir(name: str, path: Path) -> None:
+    if not path.is_dir():
+        raise ConfigError(f"{name}: no such directory {str(path)!r}")
+
+
+def check_file(name: str, path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"{name}: no such file {str(path)!r}")

@@ -1,0 +1,89 @@
+"""Gaze360: head crops as JPEG frames ROOT/<rec>/head/<person>/<frame:06d>.jpg and an annotation
+txt with one "<frame path> <gx> <gy> <gz>" per line (the 3D gaze vector of that frame, as in the
+official train.txt / validation.txt / test.txt). A sample is a window of `num_frames` frames
+(7 by default, as in the paper) centred on the annotated frame; a neighbour frame that does not
+exist is replaced by the nearest one that does. The target is the unit gaze vector."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tubelet.data.datasets.base import ClipDataset, Sample, check_dir, check_file
+from tubelet.data.decode import DecodeError, read_images
+from tubelet.data.metadata import parallel_map
+from tubelet.registry import DATASETS, ConfigError
+
+
+def read_annotations(path: Path, *, root: Path) -> list[Sample]:
+    samples = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        where, fields = f"{path}:{lineno}", line.split()
+        try:
+            frame = int(Path(fields[0]).stem)
+            gaze = torch.tensor([float(v) for v in fields[1:4]])
+        except (ValueError, IndexError):
+            frame, gaze = -1, torch.zeros(0)
+        if len(fields) < 4 or frame < 0 or gaze.shape != (3,):
+            raise ConfigError(f"{where}: expected '<dir>/<frame number>.jpg <gx> <gy> <gz>', "
+                              f"got {line.strip()!r}")
+        norm = float(gaze.norm())
+        if norm == 0:
+            raise ConfigError(f"{where}: the gaze vector is zero")
+        samples.append(Sample(root / fields[0], gaze / norm, where))
+    return samples
+
+
+@DATASETS.register("gaze360")
+class Gaze360(ClipDataset):
+    """Gaze360 windows from `annotations` (train.txt, validation.txt or test.txt) over the frame
+    folders under `root`. Items carry `target`, a unit 3-vector, instead of `label`. `subset`
+    train gives transforms a generator (random crops, flips: flip the target's x yourself)."""
+
+    target_key = "target"
+
+    def __init__(self, annotations: str, *, root: str, subset: str = "train",
+                 num_frames: int = 7, repeat: int = 1, seed: int = 0,
+                 transform: Callable[..., torch.Tensor] | None = None,
+                 to_float: bool = True) -> None:
+        if subset not in ("train", "test"):
+            raise ConfigError(f"subset: expected 'train' or 'test', got {subset!r}")
+        if num_frames < 1 or num_frames % 2 == 0:
+            raise ConfigError(f"num_frames: must be odd (a window centred on the annotated "
+                              f"frame), got {num_frames}")
+        super().__init__(train=subset == "train", seed=seed, transform=transform, repeat=repeat,
+                         to_float=to_float)
+        path, self.root, self.num_frames = Path(annotations), Path(root), num_frames
+        check_file("annotations", path)
+        check_dir("root", self.root)
+        self.samples = read_annotations(path, root=self.root)
+        if not self.samples:
+            raise ConfigError(f"annotations: {path} lists no frames")
+        exists = parallel_map(os.path.isfile, [s.path for s in self.samples])
+        self.bad = {i: f"{s.where}: {s.path}: no such file"
+                    for i, (s, ok) in enumerate(zip(self.samples, exists)) if not ok}
+
+    def window(self, centre: Path) -> list[Path]:
+        """The frame paths of the window around `centre`, missing ones replaced by the nearest
+        existing frame (the centre always exists)."""
+        number, width = int(centre.stem), len(centre.stem)
+        half = self.num_frames // 2
+        names = [centre.with_name(f"{number + d:0{width}d}{centre.suffix}")
+                 for d in range(-half, half + 1)]
+        present = [n.is_file() for n in names]
+        out = []
+        for k in range(len(names)):
+            nearest = min((j for j in range(len(names)) if present[j]),
+                          key=lambda j: (abs(j - k), j), default=None)
+            if nearest is None:
+                raise DecodeError(f"{centre}: no such file")
+            out.append(names[nearest])
+        return out
+
+    def load(self, i: int, generator: torch.Generator | None, view: int,
+             num_views: int) -> torch.Tensor:
+        return read_images(self.window(self.samples[i].path)).permute(3, 0, 1, 2)  # (C,T,H,W)

@@ -1,0 +1,57 @@
+"""A generic list of videos: one "<path> <label>" per line (space or tab separated; the path
+may contain spaces, the label is the last field). Paths are relative to `root` (default: the
+list file's directory)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tubelet.data.datasets.base import Sample, check_file
+from tubelet.data.datasets.video import VideoDataset, default_index_file, label_in_range
+from tubelet.registry import DATASETS, ConfigError
+
+
+def read_video_list(path: Path, *, root: Path, num_classes: int | None) -> list[Sample]:
+    samples = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}:{lineno}"
+        fields = line.rsplit(maxsplit=1)
+        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+            raise ConfigError(f"{where}: expected '<video path> <integer label>', "
+                              f"got {line.strip()!r}")
+        label = label_in_range(int(fields[1]), num_classes, where)
+        samples.append(Sample(root / fields[0].strip(), label, where))
+    return samples
+
+
+@DATASETS.register("video_list")
+class VideoList(VideoDataset):
+    """Videos from a list file; `subset` is "train" (random clips, augmentation) or "test".
+    With `num_classes`, labels must lie in [0, num_classes); otherwise num_classes is
+    1 + the largest label. Clip options: see data/datasets/video.py."""
+
+    def __init__(self, annotations: str, *, root: str | None = None, subset: str = "train",
+                 num_classes: int | None = None, num_frames: int = 16, stride: int = 4,
+                 sampling: str = "interval", target_fps: float | None = None,
+                 temporal_views: int = 1, spatial_crops: int = 1, repeat: int = 1,
+                 seed: int = 0, backend: str = "pyav", index_file: str | None = None,
+                 transform: Callable[..., torch.Tensor] | None = None,
+                 to_float: bool = True) -> None:
+        if subset not in ("train", "test"):
+            raise ConfigError(f"subset: expected 'train' or 'test', got {subset!r}")
+        super().__init__(train=subset == "train", seed=seed, transform=transform,
+                         temporal_views=temporal_views, spatial_crops=spatial_crops,
+                         repeat=repeat, to_float=to_float)
+        path = Path(annotations)
+        check_file("annotations", path)
+        samples = read_video_list(path, root=Path(root) if root else path.parent,
+                                  num_classes=num_classes)
+        self.num_classes = num_classes or 1 + max((s.target for s in samples), default=-1)
+        self.classes = [str(k) for k in range(self.num_classes)]
+        self.setup_videos(samples, index_file=default_index_file(index_file, path),
+                          num_frames=num_frames, stride=stride, sampling=sampling,
+                          target_fps=target_fps, backend=backend)
