@@ -110,5 +110,6 @@ def test_memory_stays_flat_over_many_epochs_of_decoding(synth_root):
         if epoch in (10, 59):
             readings.append(_rss_mb())
     # 300 decodes after warm-up. Leaving each container unclosed was measured to add ~240 MB
-    # here; the tolerance is for allocator noise.
-    assert readings[1] - readings[0] < 4.0, readings
+    # here; allocator noise was seen at ~5 MB in CI, so 24 MB (a tenth of that leak, ~80 kB
+    # per decode) separates the two.
+    assert readings[1] - readings[0] < 24.0, readings
