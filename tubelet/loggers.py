@@ -116,7 +116,7 @@ class _RichProgress:
         self._bar = Progress(TextColumn("ep {task.fields[epoch]}"), BarColumn(bar_width=24),
                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
                              TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
-                             console=Console(stderr=True))
+                             console=Console(stderr=True), refresh_per_second=2)
         self._task = None
         self._handler = _ConsoleHandler(self._bar.console)
         self._moved: list[logging.Handler] = []
