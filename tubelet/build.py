@@ -25,7 +25,8 @@ from tubelet.engine import parallel
 from tubelet.engine.checkpoint import load_checkpoint
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import scaled_lr
-from tubelet.engine.trainer import Trainer, run_eval
+from tubelet.engine.evaluate import run_eval
+from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, setup_text_log
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
                               ConfigError, build, check_kwargs, did_you_mean, validate)

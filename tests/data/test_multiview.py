@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from tubelet.data.datasets.hmdb51 import HMDB51
 from tubelet.data.transforms import Resize
-from tubelet.engine.trainer import run_eval
+from tubelet.engine.evaluate import run_eval
 from tubelet.tasks.classification import ClassificationTask
 
 

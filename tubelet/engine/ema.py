@@ -61,7 +61,7 @@ class EMAHook(Hook):
     def after_eval(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         if not self.evaluate or self.shadow is None:
             return
-        from tubelet.engine.trainer import run_eval
+        from tubelet.engine.evaluate import run_eval
         model = _unwrap(trainer.model)
         backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.load_state_dict(self.shadow)

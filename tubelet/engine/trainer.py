@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,6 +18,8 @@ from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_ch
                                        rng_state, save_checkpoint, set_rng_state)
 from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
+from tubelet.engine.evaluate import run_eval, to_device
+from tubelet.engine.meters import Meters
 from tubelet.engine.schedule import cosine_lr
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
@@ -77,7 +78,7 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: float | None = None
         self.metrics: dict[str, float] = {}
-        self._meters = _Meters(device)
+        self._meters = Meters(device)
         self._step_loss = torch.zeros((), device=device)  # summed over a step's micro-batches
 
     # ------------------------------------------------------------------ the loop
@@ -299,73 +300,3 @@ class Trainer:
             state = load_checkpoint(path)
         self.load_state_dict(state)
         log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
-
-
-def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    nb = device.type == "cuda"  # pairs with pin_memory in the loader
-    return {k: v.to(device, non_blocking=nb) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-@torch.no_grad()
-def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.device,
-             amp_dtype: torch.dtype | None = None) -> dict[str, float]:
-    """One pass over `loader`; the task's metrics, reduced across ranks, keyed `val/...`."""
-    was_training = model.training
-    model.eval()
-    task.reset_metrics()
-    for batch in loader:
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            task.eval_step(model, to_device(batch, device))
-    model.train(was_training)
-    return {f"val/{k}": v for k, v in task.compute_metrics().items()}
-
-
-class _Meters:
-    """Loss, step time and data time, summed on the device and read only at log intervals."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.grad_norm: torch.Tensor | None = None
-        self._reset()
-        self.tick()
-
-    def _reset(self) -> None:
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.num_losses, self.num_steps, self.step_time, self.data_time = 0, 0, 0.0, 0.0
-
-    def tick(self) -> None:
-        self._last = self._step_start = time.perf_counter()
-
-    def data_done(self) -> None:
-        """The loader handed over a batch: the wait since the last compute counts as data time."""
-        now = time.perf_counter()
-        self.data_time += now - self._last
-        self._last = now
-
-    def add_loss(self, loss: torch.Tensor) -> None:
-        self.loss_sum += loss.float()
-        self.num_losses += 1
-
-    def compute_done(self, *, stepped: bool) -> None:
-        now = self._last = time.perf_counter()
-        if stepped:  # step time: wall time per optimizer step, data wait included
-            self.step_time += now - self._step_start
-            self._step_start = now
-            self.num_steps += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        """The loss window since the last log line, so a resumed run logs the same means."""
-        return {"loss_sum": self.loss_sum.cpu(), "num_losses": self.num_losses}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.loss_sum = state["loss_sum"].to(self.device)
-        self.num_losses = state["num_losses"]
-
-    def read(self) -> dict[str, float]:
-        fields = {"loss": self.loss_sum.item() / max(1, self.num_losses),
-                  "step_time": self.step_time / max(1, self.num_steps),
-                  "data_time": self.data_time / max(1, self.num_steps)}
-        if self.grad_norm is not None:
-            fields["grad_norm"] = float(self.grad_norm)
-        self._reset()
-        return fields
