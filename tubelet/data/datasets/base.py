@@ -43,9 +43,11 @@ class ClipDataset(Dataset):
 
     target_key = "label"
 
-    def __init__(self, *, train: bool, seed: int = 0,
+    def __init__(self, *, subset: str, seed: int = 0,
                  transform: Callable[..., torch.Tensor] | None = None, temporal_views: int = 1,
                  spatial_crops: int = 1, repeat: int = 1, to_float: bool = True) -> None:
+        check_subset(subset, ("train", "test"))
+        train = subset == "train"
         for name, value in (("temporal_views", temporal_views), ("spatial_crops", spatial_crops),
                             ("repeat", repeat)):
             if int(value) < 1:

@@ -50,12 +50,10 @@ class Gaze360(ClipDataset):
                  num_frames: int = 7, repeat: int = 1, seed: int = 0,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        if subset not in ("train", "test"):
-            raise ConfigError(f"subset: expected 'train' or 'test', got {subset!r}")
         if num_frames < 1 or num_frames % 2 == 0:
             raise ConfigError(f"num_frames: must be odd (a window centred on the annotated "
                               f"frame), got {num_frames}")
-        super().__init__(train=subset == "train", seed=seed, transform=transform, repeat=repeat,
+        super().__init__(subset=subset, seed=seed, transform=transform, repeat=repeat,
                          to_float=to_float)
         path, self.root, self.num_frames = Path(annotations), Path(root), num_frames
         check_file("annotations", path)

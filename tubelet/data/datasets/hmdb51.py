@@ -8,7 +8,7 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import Sample, check_dir, check_subset
+from tubelet.data.datasets.base import Sample, check_dir
 from tubelet.data.datasets.video import VideoDataset, default_index_file
 from tubelet.registry import DATASETS, ConfigError
 
@@ -43,8 +43,7 @@ class HMDB51(VideoDataset):
                  videos_dir: str = "videos", splits_dir: str = "splits",
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        check_subset(subset, SUBSET_IDS)
-        super().__init__(train=subset == "train", seed=seed, transform=transform,
+        super().__init__(subset=subset, seed=seed, transform=transform,
                          temporal_views=temporal_views, spatial_crops=spatial_crops,
                          repeat=repeat, to_float=to_float)
         self.root, self.subset = Path(root), subset

@@ -22,9 +22,7 @@ class ImageFolder(ClipDataset):
                  extensions: list[str] | None = None,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        if subset not in ("train", "test"):
-            raise ConfigError(f"subset: expected 'train' or 'test', got {subset!r}")
-        super().__init__(train=subset == "train", seed=seed, transform=transform, repeat=repeat,
+        super().__init__(subset=subset, seed=seed, transform=transform, repeat=repeat,
                          to_float=to_float)
         self.root = Path(root)
         check_dir("root", self.root)

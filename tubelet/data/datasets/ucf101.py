@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import Sample, check_dir, check_file, check_subset
+from tubelet.data.datasets.base import Sample, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
 from tubelet.registry import DATASETS, ConfigError, did_you_mean
 
@@ -61,8 +61,7 @@ class UCF101(VideoDataset):
                  videos_dir: str = "UCF-101", splits_dir: str = "ucfTrainTestlist",
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        check_subset(subset, LIST_NAMES)
-        super().__init__(train=subset == "train", seed=seed, transform=transform,
+        super().__init__(subset=subset, seed=seed, transform=transform,
                          temporal_views=temporal_views, spatial_crops=spatial_crops,
                          repeat=repeat, to_float=to_float)
         self.root = Path(root)

@@ -41,9 +41,7 @@ class VideoList(VideoDataset):
                  seed: int = 0, backend: str = "pyav", index_file: str | None = None,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        if subset not in ("train", "test"):
-            raise ConfigError(f"subset: expected 'train' or 'test', got {subset!r}")
-        super().__init__(train=subset == "train", seed=seed, transform=transform,
+        super().__init__(subset=subset, seed=seed, transform=transform,
                          temporal_views=temporal_views, spatial_crops=spatial_crops,
                          repeat=repeat, to_float=to_float)
         path = Path(annotations)
