@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "configs" / "debug" / "classify_tiny.yaml"
@@ -39,3 +40,15 @@ def run_tubelet(*args: str, cwd: Path, timeout: float = 120, check: bool = True
     if check and proc.returncode != 0:
         raise AssertionError(f"tubelet {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def assert_states_equal(a: dict, b: dict) -> None:
+    """Bit-identical model and optimizer state, and the same counters."""
+    assert a["trainer"] == b["trainer"]
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for name in sa:
+        for k, v in sa[name].items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[name][k])), (name, k)

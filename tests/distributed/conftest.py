@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from tubelet.engine.checkpoint import load_checkpoint
+from conftest import assert_states_equal  # noqa: F401  (re-exported for the tests here)
 
 HERE = Path(__file__).resolve().parent
 DDP_RECIPE = HERE.parents[1] / "configs" / "debug" / "ddp_tiny.yaml"
@@ -63,18 +63,6 @@ def ckpt(run_dir: Path, step: int | None = None) -> dict:
 def max_param_diff(a: dict, b: dict) -> float:
     assert a["model"].keys() == b["model"].keys()
     return max((a["model"][k] - b["model"][k]).abs().max().item() for k in a["model"])
-
-
-def assert_states_equal(a: dict, b: dict) -> None:
-    """Bit-identical model and optimizer state, and the same counters."""
-    assert a["trainer"] == b["trainer"]
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert sa.keys() == sb.keys()
-    for name in sa:
-        for k, v in sa[name].items():
-            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[name][k])), (name, k)
 
 
 def worker_pids(parent: int) -> dict[int, int]:

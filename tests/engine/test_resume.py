@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from conftest import DEBUG_RECIPE, run_tubelet, tubelet_cmd
+from conftest import DEBUG_RECIPE, assert_states_equal, run_tubelet, tubelet_cmd
 from tubelet.engine.checkpoint import list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -22,17 +21,6 @@ STEPS = 18  # debug recipe: 24 train clips / batch 4 = 6 steps x 3 epochs
 def args(root: Path, run_dir: str, *extra: str) -> list[str]:
     return ["train", str(DEBUG_RECIPE), f"data.train.root={root}", f"run.dir={run_dir}",
             "train.checkpoint_interval=1", *extra]
-
-
-def assert_states_equal(a: dict, b: dict) -> None:
-    assert a["trainer"] == b["trainer"]
-    for k, v in a["model"].items():
-        assert torch.equal(v, b["model"][k]), k
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert sa.keys() == sb.keys()
-    for pid in sa:
-        for k, v in sa[pid].items():
-            assert torch.equal(v, sb[pid][k]), (pid, k)
 
 
 @pytest.fixture(scope="module")
