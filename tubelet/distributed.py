@@ -160,8 +160,3 @@ def collective_device() -> torch.device:
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
-
-def all_reduce_max_int(n: int) -> int:
-    if not is_initialized():
-        return n
-    return int(all_reduce_max(torch.tensor([n], device=collective_device())).item())
