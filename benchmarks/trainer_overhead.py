@@ -57,8 +57,8 @@ def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
 
 
 def make_loader(dataset: Dataset):
-    sampler = ResumableSampler(len(dataset), seed=0)
-    return build_loader(dataset, batch_size=BATCH, sampler=sampler, drop_last=True), sampler
+    sampler = ResumableSampler(len(dataset), batch_size=BATCH, seed=0)
+    return build_loader(dataset, sampler=sampler), sampler
 
 
 def hand_loop(dataset: Dataset) -> float:

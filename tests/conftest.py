@@ -2,9 +2,13 @@
 that runs the real `tubelet` CLI in a subprocess."""
 from __future__ import annotations
 
+import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,25 @@ def assert_states_equal(a: dict, b: dict) -> None:
     for name in sa:
         for k, v in sa[name].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[name][k])), (name, k)
+
+
+def losses_and_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.endswith("_time")} for r in rows]
+
+
+def kill_at_step(cmd: list[str], ckpt_dir: Path, step: int, *, cwd: Path, rng: random.Random) -> None:
+    """Start `cmd` and SIGKILL it at a random point of the step after checkpoint `step`."""
+    from tubelet.engine.checkpoint import list_checkpoints
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(int(p.stem[5:]) >= step for p in list_checkpoints(ckpt_dir)):
+            assert proc.poll() is None, "run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.02))  # land anywhere inside the following step (~20 ms)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)

@@ -20,6 +20,7 @@ from torch import nn
 from tubelet import distributed as dist
 from tubelet.config import config_hash, dump_config
 from tubelet.data.batches import BadData, BatchStream
+from tubelet.data.dynamic_batch import DynamicBatchSampler, check_dynamic_dataset
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
 from tubelet.engine import parallel
 from tubelet.engine.checkpoint import load_checkpoint
@@ -41,6 +42,7 @@ TRAINER_RUNTIME = {"model", "task", "optimizer", "train_loader", "train_sampler"
 TRAIN_EXTRA = {"device", "tensorboard", "progress"}  # `train:` keys the builder itself consumes
 SCHEDULE_KEYS = {"warmup_epochs", "min_lr"}  # the Trainer keywords fed by `schedule:`
 DATA_TRANSFORM_KEYS = ("transforms", "device_transforms")  # lists a data split node may hold
+SAMPLER_RUNTIME = ("num_samples", "seed", "rank", "world_size")  # what the builder passes
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class DataOptions:
     persistent_workers: bool = True
     prefetch_factor: int | None = None
     max_bad_fraction: float = 0.01  # above this share of unreadable files the run exits 2
+    dynamic_batch: dict | None = None  # VGGT-style shapes per batch (data/dynamic_batch.py)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,12 @@ def validate_config(cfg: dict[str, Any]) -> None:
              runtime=("params", "lr"))
     data = cfg.get("data") or {}
     check_kwargs(DataOptions, data, key="data")
+    if data.get("dynamic_batch") is not None:
+        check_kwargs(DynamicBatchSampler, data["dynamic_batch"], key="data.dynamic_batch",
+                     runtime=SAMPLER_RUNTIME)
+        for k in SAMPLER_RUNTIME:
+            if k in data["dynamic_batch"]:
+                raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
     check_kwargs(DistributedOptions, cfg.get("distributed") or {}, key="distributed")
     DistributedOptions(**cfg.get("distributed") or {}).check()
     for split in ("train", "val"):
@@ -209,8 +218,23 @@ def _stream(loader: Any, dataset: Any, device_transform: Any, *, split: str, see
                        train=split == "train", seed=seed)
 
 
+def build_train_sampler(data: DataOptions, dataset: Any, *, seed: int
+                        ) -> ResumableSampler | DynamicBatchSampler:
+    """The train batch sampler: fixed `data.batch_size`, or `data.dynamic_batch`."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if data.dynamic_batch is None:
+        return ResumableSampler(len(dataset), batch_size=data.batch_size, seed=seed, rank=rank,
+                                world_size=world_size)
+    sampler = DynamicBatchSampler(len(dataset), seed=seed, rank=rank, world_size=world_size,
+                                  **data.dynamic_batch)
+    check_dynamic_dataset(dataset, num_frames=data.dynamic_batch["num_frames"])
+    log.info("dynamic batches, clips per rank by shape (T x H x W): %s", sampler.summary())
+    return sampler
+
+
 def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: bool = True,
-                  run_dir: Path | None = None) -> tuple[Any, ResumableSampler | None, Any]:
+                  run_dir: Path | None = None
+                  ) -> tuple[Any, ResumableSampler | DynamicBatchSampler | None, Any]:
     """(train loader, its resumable sampler, val loader); the train pair is None when `train`
     is False (eval), the val loader is None when the recipe has no `data.val`."""
     rank, world_size = dist.get_rank(), dist.get_world_size()
@@ -220,9 +244,8 @@ def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: 
     train_loader = sampler = val_loader = None
     if train:
         train_set, device_tf = build_dataset(data.train, key="data.train")
-        sampler = ResumableSampler(len(train_set), seed=seed, rank=rank, world_size=world_size)
-        train_loader = _stream(build_loader(train_set, batch_size=data.batch_size,
-                                            sampler=sampler, drop_last=True, **common),
+        sampler = build_train_sampler(data, train_set, seed=seed)
+        train_loader = _stream(build_loader(train_set, sampler=sampler, **common),
                                train_set, device_tf, split="train", seed=seed, data=data,
                                device=device, run_dir=run_dir)
     if data.val:

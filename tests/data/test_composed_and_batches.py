@@ -58,8 +58,8 @@ def test_bad_samples_found_in_workers_are_counted_exactly_once_in_the_main_proce
     root, garbled = _broken_root(synth_root, tmp_path)
     data = HMDB51(str(root), num_frames=4, stride=2)
     assert not data.bad  # probing does not see it: the workers will
-    sampler = ResumableSampler(len(data), seed=0)
-    loader = build_loader(data, batch_size=2, sampler=sampler, num_workers=2, drop_last=True)
+    sampler = ResumableSampler(len(data), batch_size=2, seed=0)
+    loader = build_loader(data, sampler=sampler, num_workers=2)
     bad = BadData(split="train", num_files=len(data.samples), max_fraction=0.5,
                   run_dir=tmp_path / "run")
     stream = BatchStream(loader, bad_data=bad, device=torch.device("cpu"))
@@ -84,8 +84,8 @@ def test_device_transforms_run_on_the_batch_seeded_per_sample(synth_root):
     data = HMDB51(str(synth_root), num_frames=4, stride=2, to_float=False)
     assert data[0]["video"].dtype == torch.uint8
     device_tf = Compose([RandomResizedCrop(16), Normalize([0.5] * 3, [0.25] * 3)])
-    sampler = ResumableSampler(len(data), seed=0)
-    loader = build_loader(data, batch_size=3, sampler=sampler)
+    sampler = ResumableSampler(len(data), batch_size=3, seed=0)
+    loader = build_loader(data, sampler=sampler)
     bad = BadData(split="train", num_files=len(data.samples), max_fraction=0.0, run_dir=None)
     stream = BatchStream(loader, bad_data=bad, device=torch.device("cpu"),
                          device_transform=device_tf, train=True, seed=0)

@@ -42,6 +42,26 @@ def test_fsdp2_equals_ddp(tmp_path, tiny_data_root, ddp_reference):
     assert [r.get("val/acc1") for r in rows] == [r.get("val/acc1") for r in ref]
 
 
+def dynamic_args(max_pixels: int) -> list[str]:
+    """Dynamic batches on the DDP recipe. Every shape's pixel count (2 or 4 frames of 24x8,
+    16x16 or 8x24) divides 3072, so 2 ranks x 3072 pixels take exactly the clips that 1 process
+    x 6144 does, in the same plan: the runs must agree."""
+    return ["data.train.repeat=4", "model.dynamic_img_size=true",
+            f"data.dynamic_batch={{max_pixels: {max_pixels}, size: 16, num_frames: [2, 4], "
+            "aspect_ratios: [0.5, 1.0, 2.0], multiple_of: 8}"]
+
+
+def test_dynamic_batches_on_2_ranks_equal_one_process_with_twice_the_budget(tmp_path,
+                                                                            tiny_data_root):
+    run(torchrun_cmd(*train_args(tiny_data_root, "ddp", *dynamic_args(3072))), cwd=tmp_path)
+    run(cli_cmd(*train_args(tiny_data_root, "one", *dynamic_args(6144))), cwd=tmp_path)
+    ddp, one = ckpt(tmp_path / "ddp"), ckpt(tmp_path / "one")
+    assert ddp["trainer"]["step"] == one["trainer"]["step"] > STEPS  # ~8 batches per epoch
+    diff = max_param_diff(one, ddp)
+    print(f"max |param| difference, dynamic batches, 1 process vs 2 ranks: {diff:.2e}")
+    assert diff <= 1e-6
+
+
 def launch_two_nodes(tmp_path: Path, args_per_node: list[list[str]], timeout: float = 150
                      ) -> list[subprocess.CompletedProcess]:
     """Two torchrun agents of one process each, meeting through c10d on 127.0.0.1."""

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tubelet.build import build_trainer
 from tubelet.config import load_config
@@ -102,7 +101,7 @@ def test_world_size_2_checkpoint_resumes_on_1_process(preempted, tiny_data_root,
     trainer.resume_from_checkpoint()
     loaded = trainer.state_dict()
     t = loaded["trainer"]
-    assert (t["world_size"], t["batch_size"], t["global_batch"]) == (1, 4, 4)
+    assert (t["world_size"], t["batches"], t["global_batch"]) == (1, "world size 1 x batch 4", 4)
     assert t["step"] == saved["trainer"]["step"] == step
     assert t["samples_in_epoch"] == saved["trainer"]["samples_in_epoch"]  # the counter carries
     assert t["batch_in_epoch"] * 4 == t["samples_in_epoch"]

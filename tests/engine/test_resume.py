@@ -2,16 +2,13 @@
 bit-identical to an uninterrupted run. Real processes, real signals, real checkpoints."""
 from __future__ import annotations
 
-import json
 import random
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import DEBUG_RECIPE, assert_states_equal, run_tubelet, tubelet_cmd
+from conftest import (DEBUG_RECIPE, assert_states_equal, kill_at_step, losses_and_metrics,
+                      run_tubelet, tubelet_cmd)
 from tubelet.engine.checkpoint import list_checkpoints, load_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -33,26 +30,6 @@ def reference_dir(tmp_path_factory, tiny_data_root) -> Path:
 @pytest.fixture(scope="module")
 def reference(reference_dir) -> dict:
     return load_checkpoint(reference_dir / "checkpoints" / "last.pt")
-
-
-def losses_and_metrics(run_dir: Path) -> list[dict]:
-    """metrics.jsonl without the wall-clock fields."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.endswith("_time")} for r in rows]
-
-
-def kill_at_step(cmd: list[str], ckpt_dir: Path, step: int, *, cwd: Path, rng: random.Random) -> None:
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(int(p.stem[5:]) >= step for p in list_checkpoints(ckpt_dir)):
-            assert proc.poll() is None, "run ended before it could be killed"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.02))  # land anywhere inside the following step (~20 ms)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])

@@ -106,8 +106,9 @@ class BatchStream:
                  train: bool = False, seed: int = 0) -> None:
         self.loader, self.bad_data, self.device = loader, bad_data, device
         self.device_transform, self.train, self.seed = device_transform, train, seed
-        self.batch_size = loader.batch_size
-        self.dataset, self.sampler = loader.dataset, loader.sampler
+        self.dataset = loader.dataset
+        # the train loader takes a batch sampler (it knows the epoch), the val loader a sampler
+        self.sampler = loader.batch_sampler if loader.batch_size is None else loader.sampler
 
     def __len__(self) -> int:
         return len(self.loader)

@@ -9,51 +9,78 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from tubelet.data.seeding import SampleKey
+from tubelet.registry import ConfigError
 
 
-class ResumableSampler(Sampler[SampleKey]):
-    """Shuffled train sampler that yields `(index, epoch)` keys and can start mid-epoch, at
-    any world size.
+def epoch_order(num_samples: int, *, seed: int, epoch: int, shuffle: bool = True) -> list[int]:
+    """The epoch's sample order: a permutation that depends only on (seed, epoch)."""
+    if not shuffle:
+        return list(range(num_samples))
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(num_samples, generator=g).tolist()
 
-    The permutation depends only on (seed, epoch). Rank r of W takes `order[r::W]`, so once
-    every rank has drawn k keys the consumed set is exactly `order[:k*W]`. `set_epoch(epoch,
-    consumed=c)` continues from `order[c:]`, sharded over the current world size: a run saved
-    by 2 ranks resumes on 1 at the first sample neither rank had seen. The tail that does not
-    divide evenly is dropped so every rank runs the same number of steps (else the collectives
-    of the ranks with more would wait forever).
+
+class ResumableSampler(Sampler[list[SampleKey]]):
+    """Shuffled train batch sampler: yields batches of `(index, epoch)` keys and can start
+    mid-epoch, at any world size.
+
+    Global batch k is `order[k*G:(k+1)*G]` with G = batch_size x world_size, and rank r takes
+    every W-th key of it, so once k batches are done the consumed set is exactly
+    `order[:k*G]` whatever the world size. `set_epoch(epoch, batches_done=k)` continues from
+    there: a run saved by 2 ranks resumes on 1 at the first sample neither rank had seen. The
+    tail short of a whole global batch is dropped so every rank runs the same number of
+    steps (else the collectives of the ranks with more would wait forever).
+
+    The Trainer talks to it, and to `DynamicBatchSampler`, only through `num_batches`,
+    `samples_before`, `batches_before`, `set_epoch`, `global_batch`, `plan` and `describe`.
     """
 
-    def __init__(self, num_samples: int, *, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world_size: int = 1) -> None:
-        if num_samples < world_size:
-            raise ValueError(f"dataset has {num_samples} samples, fewer than {world_size} ranks")
-        self.num_samples = num_samples
+    plan = None  # the batch plan a resume must keep, beyond the global batch: none here
+
+    def __init__(self, num_samples: int, *, batch_size: int, seed: int = 0,
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size: must be >= 1, got {batch_size}")
+        if num_samples < batch_size * world_size:
+            raise ConfigError(f"data.batch_size: {batch_size} x {world_size} ranks exceeds the "
+                              f"{num_samples} training samples")
+        self.num_samples, self.batch_size = num_samples, batch_size
         self.seed, self.shuffle = seed, shuffle
         self.rank, self.world_size = rank, world_size
-        self.epoch, self.consumed = 0, 0
+        self.global_batch = batch_size * world_size  # samples one batch takes over all ranks
+        self.epoch, self.batches_done = 0, 0
 
-    @property
-    def num_per_rank(self) -> int:
-        """Keys per rank in a whole epoch (started at 0)."""
-        return self.num_samples // self.world_size
+    def describe(self) -> str:
+        return f"world size {self.world_size} x batch {self.batch_size}"
 
-    def set_epoch(self, epoch: int, *, consumed: int = 0) -> None:
-        """Start `epoch` after its first `consumed` keys, counted over all ranks."""
-        assert 0 <= consumed <= self.num_samples, (consumed, self.num_samples)
-        self.epoch, self.consumed = epoch, consumed
+    def num_batches(self, epoch: int) -> int:
+        """Batches per rank in the whole of `epoch`."""
+        return self.num_samples // self.global_batch
 
-    def __iter__(self) -> Iterator[SampleKey]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=g).tolist()
-        else:
-            order = list(range(self.num_samples))
-        end = self.consumed + len(self) * self.world_size
-        mine = order[self.consumed + self.rank: end: self.world_size]
-        return iter([(i, self.epoch) for i in mine])
+    def samples_before(self, epoch: int, batches: int) -> int:
+        """Samples, over all ranks, that the first `batches` batches of `epoch` consume."""
+        return batches * self.global_batch
+
+    def batches_before(self, epoch: int, samples: int) -> int:
+        """The inverse of `samples_before`: how many batches consumed `samples`."""
+        assert samples % self.global_batch == 0, (samples, self.global_batch)
+        return samples // self.global_batch
+
+    def set_epoch(self, epoch: int, *, batches_done: int = 0) -> None:
+        """Start `epoch` after its first `batches_done` batches."""
+        assert 0 <= batches_done <= self.num_batches(epoch), batches_done
+        self.epoch, self.batches_done = epoch, batches_done
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        order = epoch_order(self.num_samples, seed=self.seed, epoch=self.epoch,
+                            shuffle=self.shuffle)
+        size = self.global_batch
+        for k in range(self.batches_done, self.num_batches(self.epoch)):
+            block = order[k * size:(k + 1) * size]
+            yield [(i, self.epoch) for i in block[self.rank::self.world_size]]
 
     def __len__(self) -> int:
-        return (self.num_samples - self.consumed) // self.world_size
+        return self.num_batches(self.epoch) - self.batches_done
 
 
 class ShardSampler(Sampler[int]):
@@ -86,16 +113,20 @@ class _WorkerSeed:
         torch.manual_seed(s)
 
 
-def build_loader(dataset: Dataset, *, batch_size: int, sampler: Sampler, num_workers: int = 0,
-                 seed: int = 0, rank: int = 0, epoch: int = 0, drop_last: bool = False,
+def build_loader(dataset: Dataset, *, sampler: Sampler, batch_size: int | None = None,
+                 num_workers: int = 0, seed: int = 0, rank: int = 0, epoch: int = 0,
                  pin_memory: bool = False, prefetch_factor: int | None = None,
                  persistent_workers: bool = False) -> DataLoader:
     """A DataLoader whose own generator is seeded here, so building one never draws from the
-    global torch RNG (which would shift dropout randomness after a resume)."""
+    global torch RNG (which would shift dropout randomness after a resume). Without
+    `batch_size`, `sampler` is a batch sampler (it yields lists of keys)."""
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         kwargs.update(prefetch_factor=prefetch_factor or 2, persistent_workers=persistent_workers,
                       worker_init_fn=_WorkerSeed(seed, rank, epoch))
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=pin_memory,
+    if batch_size is None:
+        kwargs.update(batch_sampler=sampler)
+    else:
+        kwargs.update(batch_size=batch_size, sampler=sampler)
+    return DataLoader(dataset, num_workers=num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(seed), **kwargs)

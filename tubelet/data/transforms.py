@@ -3,6 +3,10 @@
 Protocol: `t(video, *, generator) -> video`. Random choices come only from `generator` (a CPU
 generator from `sample_generator`), so a sample looks the same whatever the worker count;
 `generator=None` means eval, where every transform is deterministic.
+
+Sizing transforms (`sets_size = True`: the crops, `resize`, `random_resized_crop`) also take
+`size=(H, W)`, which overrides their configured output size for one call: a dynamic batch
+(data/dynamic_batch.py) asks every sample of a batch for its shape that way.
 """
 from __future__ import annotations
 
@@ -39,32 +43,40 @@ def _randint(high: int, generator: torch.Generator) -> int:
 class RandomCrop:
     """The same random `size` crop for every frame; a centre crop when `generator` is None."""
 
+    sets_size = True
+
     def __init__(self, size: int | Sequence[int]) -> None:
         self.height, self.width = _pair(size)
 
-    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        _check_fits(video, self.height, self.width, "random_crop")
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        h, w = size or (self.height, self.width)
+        _check_fits(video, h, w, "random_crop")
         height, width = video.shape[-2:]
         if generator is None:
-            top, left = (height - self.height) // 2, (width - self.width) // 2
+            top, left = (height - h) // 2, (width - w) // 2
         else:
-            top = _randint(height - self.height + 1, generator)
-            left = _randint(width - self.width + 1, generator)
-        return video[..., top:top + self.height, left:left + self.width]  # (C,T,H,W) -> (C,T,h,w)
+            top = _randint(height - h + 1, generator)
+            left = _randint(width - w + 1, generator)
+        return video[..., top:top + h, left:left + w]  # (C,T,H,W) -> (C,T,h,w)
 
 
 @TRANSFORMS.register("center_crop")
 class CenterCrop:
     """The centre `size` crop, whatever the generator."""
 
+    sets_size = True
+
     def __init__(self, size: int | Sequence[int]) -> None:
         self.height, self.width = _pair(size)
 
-    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        _check_fits(video, self.height, self.width, "center_crop")
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        h, w = size or (self.height, self.width)
+        _check_fits(video, h, w, "center_crop")
         height, width = video.shape[-2:]
-        top, left = (height - self.height) // 2, (width - self.width) // 2
-        return video[..., top:top + self.height, left:left + self.width]  # (C,T,H,W) -> (C,T,h,w)
+        top, left = (height - h) // 2, (width - w) // 2
+        return video[..., top:top + h, left:left + w]  # (C,T,H,W) -> (C,T,h,w)
 
 
 @TRANSFORMS.register("normalize")
@@ -146,18 +158,24 @@ class ShortSideResize:
 class Resize:
     """Resize every frame to exactly `size` ([height, width] or an int for a square)."""
 
+    sets_size = True
+
     def __init__(self, size: int | Sequence[int]) -> None:
         self.height, self.width = _pair(size)
 
-    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        return resize(video, self.height, self.width)
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        return resize(video, *(size or (self.height, self.width)))
 
 
 @TRANSFORMS.register("random_resized_crop")
 class RandomResizedCrop:
     """Inception-style crop: area fraction in `scale`, aspect ratio (w/h) in `ratio` (log-uniform),
     the same box for every frame, resized to `size`. In eval (generator None) the centre crop of
-    the largest in-range box, resized."""
+    the largest in-range box, resized. With a `size` override of another aspect, `ratio` is
+    taken relative to it: the box's aspect range moves with the output's."""
+
+    sets_size = True
 
     def __init__(self, size: int | Sequence[int], *, scale: Sequence[float] = (0.08, 1.0),
                  ratio: Sequence[float] = (3 / 4, 4 / 3), max_tries: int = 10) -> None:
@@ -168,10 +186,12 @@ class RandomResizedCrop:
         self.scale, self.ratio, self.max_tries = tuple(scale), tuple(ratio), max_tries
 
     def box(self, height: int, width: int, generator: torch.Generator | None, *,
-            fallback: bool = True) -> tuple[int, int, int, int] | None:
+            fallback: bool = True, ratio: tuple[float, float] | None = None
+            ) -> tuple[int, int, int, int] | None:
         """(top, left, h, w) of the crop; None when no draw fits and `fallback` is False."""
+        ratio = ratio or self.ratio
         area = height * width
-        log_ratio = torch.log(torch.tensor(self.ratio))
+        log_ratio = torch.log(torch.tensor(ratio))
         # Always make max_tries draws, so the stream after this transform has a fixed length.
         draws = torch.rand((self.max_tries, 4), generator=generator) if generator else None
         for k in range(self.max_tries if generator else 0):
@@ -184,17 +204,23 @@ class RandomResizedCrop:
         if not fallback:
             return None
         # Fallback (and eval): the whole frame clipped to the ratio range, centred.
-        aspect = min(max(width / height, self.ratio[0]), self.ratio[1])
+        aspect = min(max(width / height, ratio[0]), ratio[1])
         w, h = (width, round(width / aspect)) if width / height < aspect else \
             (round(height * aspect), height)
         h, w = min(h, height), min(w, width)
         return (height - h) // 2, (width - w) // 2, h, w
 
-    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
-        box = self.box(video.shape[-2], video.shape[-1], generator)
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        out_h, out_w = size or (self.height, self.width)
+        ratio = None
+        if size is not None:  # keep the ratio range relative to the output's aspect
+            k = (out_w / out_h) / (self.width / self.height)
+            ratio = (self.ratio[0] * k, self.ratio[1] * k)
+        box = self.box(video.shape[-2], video.shape[-1], generator, ratio=ratio)
         assert box is not None  # with fallback, box() always returns one
         top, left, h, w = box
-        return resize(video[..., top:top + h, left:left + w], self.height, self.width)
+        return resize(video[..., top:top + h, left:left + w], out_h, out_w)
 
 
 def spatial_crop(video: torch.Tensor, *, index: int, num_crops: int) -> torch.Tensor:
@@ -237,14 +263,23 @@ class RandomErasing:
 
 
 class Compose:
-    """Apply transforms in order, all drawing from the one per-sample generator."""
+    """Apply transforms in order, all drawing from the one per-sample generator. A `size`
+    goes to every sizing transform (see the module docstring)."""
 
     def __init__(self, transforms: list[Transform]) -> None:
         self.transforms = list(transforms)
 
-    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None) -> torch.Tensor:
+    @property
+    def sets_size(self) -> bool:
+        return any(getattr(t, "sets_size", False) for t in self.transforms)
+
+    def __call__(self, video: torch.Tensor, *, generator: torch.Generator | None,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
         for transform in self.transforms:
-            video = transform(video, generator=generator)
+            if size is not None and getattr(transform, "sets_size", False):
+                video = transform(video, generator=generator, size=size)
+            else:
+                video = transform(video, generator=generator)
         return video
 
     def __repr__(self) -> str:

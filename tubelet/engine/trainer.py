@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from tubelet import distributed as dist
+from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import parallel
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
@@ -31,7 +32,7 @@ AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class Trainer:
     def __init__(self, *, model: nn.Module, task: Task, optimizer: torch.optim.Optimizer,
-                 train_loader: DataLoader, train_sampler: ResumableSampler,
+                 train_loader: DataLoader, train_sampler: ResumableSampler | DynamicBatchSampler,
                  val_loader: DataLoader | None, run_dir: str | Path, base_lr: float,
                  logger: RunLogger, device: torch.device, hooks: Iterable[Hook] = (),
                  resume: str | None = None, epochs: int = 1, warmup_epochs: float = 0.0,
@@ -63,17 +64,21 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
         self.guard = StepGuard(policy=nan_guard, skip_limit=nan_skip_limit, device=device)
 
-        self.batch_size, self.world_size = train_loader.batch_size, dist.get_world_size()
-        # samples one optimizer step consumes over all ranks; a resume must keep it (see load)
-        self.global_batch = self.batch_size * self.world_size * accum_steps
-        self.micro_per_epoch = train_sampler.num_per_rank // self.batch_size // accum_steps * accum_steps
-        if self.micro_per_epoch == 0:
-            raise ConfigError(f"data.batch_size: {self.batch_size} x accum_steps {accum_steps} "
-                              f"exceeds the {train_sampler.num_per_rank} samples per rank")
-        self.steps_per_epoch = self.micro_per_epoch // accum_steps
-        self.total_steps = self.steps_per_epoch * epochs
+        self.world_size = dist.get_world_size()
+        # what one optimizer step consumes over all ranks (samples, or pixels for dynamic
+        # batches); a resume must keep it (see check_resumable)
+        self.global_batch = train_sampler.global_batch * accum_steps
+        # micro-batches per epoch: a whole number of steps; dynamic plans differ per epoch
+        self.micro = [train_sampler.num_batches(e) // accum_steps * accum_steps
+                      for e in range(epochs)]
+        if min(self.micro, default=1) == 0:
+            raise ConfigError(f"data.batch_size: {train_sampler.describe()} x accum_steps "
+                              f"{accum_steps} exceeds the {train_sampler.num_samples} samples")
+        self.steps_per_epoch = self.micro[0] // accum_steps if epochs else 0
+        self.total_steps = sum(self.micro) // accum_steps
+        warmup_steps = round(warmup_epochs * self.total_steps / max(epochs, 1))
         self.lr_kwargs = dict(base_lr=base_lr, total_steps=self.total_steps, min_lr=min_lr,
-                              warmup_steps=round(warmup_epochs * self.steps_per_epoch))
+                              warmup_steps=warmup_steps)
         # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: float | None = None
@@ -103,8 +108,8 @@ class Trainer:
 
     def train_epoch(self) -> None:
         self.model.train()
-        self.train_sampler.set_epoch(self.epoch, consumed=self.samples_in_epoch)
-        remaining = self.micro_per_epoch - self.batch_in_epoch
+        self.train_sampler.set_epoch(self.epoch, batches_done=self.batch_in_epoch)
+        remaining = self.micro[self.epoch] - self.batch_in_epoch
         self._meters.tick()
         for batch in itertools.islice(self.train_loader, remaining):
             self._meters.data_done()
@@ -117,7 +122,7 @@ class Trainer:
             if self.step % self.log_interval == 0:
                 self.log_train()
             if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
-                    and self.batch_in_epoch < self.micro_per_epoch):
+                    and self.batch_in_epoch < self.micro[self.epoch]):
                 self.save_checkpoint()
             if self.guard.stop_requested:  # all ranks agreed on it, at this same step
                 self.preempt()
@@ -187,7 +192,7 @@ class Trainer:
         fields = self._meters.read()
         fields["lr"] = self.optimizer.param_groups[-1]["lr"]
         # `epoch` in metrics.jsonl counts epochs completed, so a train row mid-epoch is fractional
-        progress = round(self.epoch + self.batch_in_epoch / self.micro_per_epoch, 4)
+        progress = round(self.epoch + self.batch_in_epoch / self.micro[self.epoch], 4)
         self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
                         epoch=progress)
         self.logger.progress(step=self.step, epoch=self.epoch, fields=fields)
@@ -212,7 +217,7 @@ class Trainer:
     @property
     def samples_in_epoch(self) -> int:
         """Samples consumed in the current epoch over all ranks: what the sampler resumes from."""
-        return self.batch_in_epoch * self.batch_size * self.world_size
+        return self.train_sampler.samples_before(self.epoch, self.batch_in_epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """The full state; a collective (FSDP gathers shards, RNG states are gathered), so
@@ -227,7 +232,8 @@ class Trainer:
                         "batch_in_epoch": self.batch_in_epoch, "best": self.best,
                         "samples_in_epoch": self.samples_in_epoch,
                         "global_batch": self.global_batch, "world_size": self.world_size,
-                        "batch_size": self.batch_size, "accum_steps": self.accum_steps,
+                        "batches": self.train_sampler.describe(),
+                        "batch_plan": self.train_sampler.plan, "accum_steps": self.accum_steps,
                         "steps_per_epoch": self.steps_per_epoch},
             "rng": rngs[0],
             "rng_per_rank": rngs,
@@ -244,8 +250,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.epoch = t["step"], t["epoch"]
         # the sample counter is global, so it carries over to another world size
-        samples = t.get("samples_in_epoch", t["batch_in_epoch"] * t["batch_size"] * t["world_size"])
-        self.batch_in_epoch = samples // (self.batch_size * self.world_size)
+        self.batch_in_epoch = self.train_sampler.batches_before(self.epoch, t["samples_in_epoch"])
         self.best = t["best"]
         self._meters.load_state_dict(state["meters"])
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
@@ -259,17 +264,15 @@ class Trainer:
     def check_resumable(self, t: dict[str, Any]) -> None:
         """The lr schedule and the sample counter are functions of the optimizer step, so a
         resume may change the world size but must keep the global batch and steps per epoch."""
-        old_accum = t.get("accum_steps", self.accum_steps)
-        old_global = t.get("global_batch", t["world_size"] * t["batch_size"] * old_accum)
-        old_steps = t.get("steps_per_epoch", self.steps_per_epoch)
-        if (old_global, old_steps) == (self.global_batch, self.steps_per_epoch):
+        old = (t["global_batch"], t["batch_plan"], t["steps_per_epoch"])
+        if old == (self.global_batch, self.train_sampler.plan, self.steps_per_epoch):
             return
         raise ConfigError(
-            f"resume: the checkpoint's global batch is {old_global} (world size {t['world_size']}"
-            f" x batch {t['batch_size']} x accum {old_accum}, {old_steps} steps/epoch), this "
-            f"run's is {self.global_batch} (world size {self.world_size} x batch "
-            f"{self.batch_size} x accum {self.accum_steps}, {self.steps_per_epoch} steps/epoch); "
-            "set data.batch_size or train.accum_steps so they match")
+            f"resume: the checkpoint's global batch is {t['global_batch']} ({t['batches']} x "
+            f"accum {t['accum_steps']}, {t['steps_per_epoch']} steps/epoch), this run's is "
+            f"{self.global_batch} ({self.train_sampler.describe()} x accum {self.accum_steps}, "
+            f"{self.steps_per_epoch} steps/epoch); set data.batch_size or train.accum_steps so "
+            "they match (dynamic batches also need the same world size and data.dynamic_batch)")
 
     def save_checkpoint(self, *, is_best: bool = False) -> None:
         state = self.state_dict()  # on every rank: gathering it is a collective

@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from tubelet.models.layers import (Attention, Block, LayerScale, PatchEmbed, sincos_1d, sincos_2d,
-                                   sincos_3d)
+from tubelet.models.layers import (Attention, Block, LayerScale, PatchEmbed, resize_pos_embed,
+                                   sincos_1d, sincos_2d, sincos_3d)
 from tubelet.registry import MODELS
 
 
@@ -33,6 +33,9 @@ class VisionTransformer(nn.Module):
     `qkv_bias`: True (timm's `qkv.bias`), False, or "qv" (VideoMAE's `q_bias` + `v_bias`).
     `init_values`: layer scale init (None: no layer scale). `head_init_scale` multiplies the
     initial head weights (VideoMAE finetunes with 0.001). `num_classes=0` gives no head.
+    `dynamic_img_size` (timm's name): accept other frame counts and sizes than the configured
+    ones, with the position embedding resized (learned) or rebuilt (fixed) per forward, as
+    dynamic batches (data/dynamic_batch.py) need.
     """
 
     def __init__(self, *, img_size: int | tuple[int, int] = 224, patch_size: int = 16, in_chans: int = 3,
@@ -41,7 +44,7 @@ class VisionTransformer(nn.Module):
                  class_token: bool = True, pos_embed: str = "learn", fc_norm: bool | None = None,
                  init_values: float | None = None, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, head_drop_rate: float = 0.0, head_init_scale: float = 1.0,
-                 num_frames: int = 1, tubelet_size: int = 1) -> None:
+                 num_frames: int = 1, tubelet_size: int = 1, dynamic_img_size: bool = False) -> None:
         super().__init__()
         if global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
@@ -58,7 +61,8 @@ class VisionTransformer(nn.Module):
         self.grad_checkpointing = False
 
         self.patch_embed = PatchEmbed(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
-                                      embed_dim=embed_dim, num_frames=num_frames, tubelet_size=tubelet_size)
+                                      embed_dim=embed_dim, num_frames=num_frames, tubelet_size=tubelet_size,
+                                      dynamic=dynamic_img_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         num_tokens = self.num_prefix_tokens + self.patch_embed.num_patches
         if pos_embed == "learn":
@@ -114,17 +118,29 @@ class VisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B,C,H,W) or (B,C,T,H,W) -> all tokens after the last block, (B, prefix + N, D)."""
+        grid = self.patch_embed.grid_of(x) if self.patch_embed.dynamic else None
         x = self.patch_embed(x)  # (B,C,[T],H,W) -> (B,N,D)
         if self.cls_token is not None:
             cls_token = self.cls_token.to(x.dtype).expand(x.shape[0], -1, -1)
             x = torch.cat([cls_token, x], dim=1)  # -> (B,1+N,D)
         # cast so a float32 table does not promote bf16 activations under autocast
-        x = self.pos_drop(x + self.pos_embed.to(x.dtype))
+        x = self.pos_drop(x + self.pos_embed_for(grid).to(x.dtype))
         use_checkpoint = self.grad_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
             # non-reentrant checkpointing replays the RNG state, so dropout/drop path match exactly
             x = checkpoint(block, x, use_reentrant=False) if use_checkpoint else block(x)
         return self.norm(x)
+
+    def pos_embed_for(self, grid: tuple[int, ...] | None) -> torch.Tensor:
+        """The position embedding (1, prefix + N, D) for token grid `grid` (None: the configured one)."""
+        if grid is None or grid == tuple(self.patch_embed.grid_size):
+            return self.pos_embed
+        if isinstance(self.pos_embed, nn.Parameter):  # learned: interpolate it, as timm does
+            return resize_pos_embed(self.pos_embed, old_grid=self.patch_embed.grid_size,
+                                    new_grid=grid, num_prefix_tokens=self.num_prefix_tokens)
+        table = fixed_pos_table(self.pos_embed_type, grid, self.embed_dim, device=self.pos_embed.device)
+        prefix = self.pos_embed.new_zeros(self.num_prefix_tokens, self.embed_dim)
+        return torch.cat([prefix, table]).unsqueeze(0)  # (1, prefix + N, D)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens (B, prefix + N, D) -> logits (B, num_classes), or pooled features (B, D)."""

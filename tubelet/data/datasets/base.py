@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tubelet.data.decode import DecodeError
-from tubelet.data.seeding import sample_generator, split_key
+from tubelet.data.seeding import Key, key_shape, sample_generator, split_key
 from tubelet.data.transforms import spatial_crop
 from tubelet.registry import ConfigError
 
@@ -39,9 +39,12 @@ class Sample(NamedTuple):
 
 class ClipDataset(Dataset):
     """Base class; a subclass fills `samples` (and `classes` for classification) and implements
-    `load(i, generator, view, num_views) -> uint8 (C, T, H, W)`, raising DecodeError on bad data."""
+    `load(i, generator, view, num_views) -> uint8 (C, T, H, W)`, raising DecodeError on bad data.
+    A subclass whose `load` also takes `num_frames` sets `variable_frames`: dynamic batches
+    may then ask it for clips of several lengths."""
 
     target_key = "label"
+    variable_frames = False
 
     def __init__(self, *, subset: str, seed: int = 0,
                  transform: Callable[..., torch.Tensor] | None = None, temporal_views: int = 1,
@@ -82,8 +85,10 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return self.num_videos() * self.num_views
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+    def __getitem__(self, key: Key) -> dict[str, Any]:
         index, epoch = split_key(key)
+        shape = key_shape(key)  # (T, H, W) when a dynamic batch asks for one
+        frames = {"num_frames": shape[0]} if shape and self.variable_frames else {}
         video_index, view = divmod(index, self.num_views)
         temporal_view, crop = divmod(view, self.spatial_crops)
         i = video_index % len(self.samples)
@@ -96,7 +101,7 @@ class ClipDataset(Dataset):
             generator = sample_generator(self.seed, epoch, index) if self.train else None
             if i not in self.bad:
                 try:
-                    video = self.load(i, generator, temporal_view, self.temporal_views)
+                    video = self.load(i, generator, temporal_view, self.temporal_views, **frames)
                     break
                 except DecodeError as err:
                     self.bad[i] = str(err)
@@ -104,7 +109,9 @@ class ClipDataset(Dataset):
         else:
             raise DecodeError(f"{MAX_SUBSTITUTES + 1} bad samples in a row for index {index} "
                               f"(last: {self.bad[i]}); is the dataset readable?")
-        if self.transform is not None:
+        if shape is not None:
+            video = self.transform(video, generator=generator, size=shape[1:])
+        elif self.transform is not None:
             video = self.transform(video, generator=generator)
         if self.spatial_crops > 1:
             video = spatial_crop(video, index=crop, num_crops=self.spatial_crops)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import Dataset
 
-from tubelet.data.seeding import sample_generator, split_key
+from tubelet.data.seeding import sample_generator, split_key, with_index
 from tubelet.registry import DATASETS, TRANSFORMS, ConfigError, build, validate
 
 
@@ -71,6 +71,10 @@ class ComposedDataset(Dataset):
     def num_files(self) -> int:
         return sum(getattr(d, "num_files", len(d)) for d in self.datasets)
 
+    @property
+    def variable_frames(self) -> bool:
+        return all(getattr(d, "variable_frames", False) for d in self.datasets)
+
     def __len__(self) -> int:
         return self.num_samples
 
@@ -83,7 +87,7 @@ class ComposedDataset(Dataset):
             g = sample_generator(self.seed, epoch, index)
             k = int(torch.multinomial(self.weights, 1, generator=g))
             j = int(torch.randint(0, len(self.datasets[k]), (1,), generator=g))
-        item = self.datasets[k][(j, epoch)]
+        item = self.datasets[k][with_index(key, j, epoch)]
         return {**item, "index": index, "source": k}
 
 
@@ -107,6 +111,10 @@ class RepeatDataset(Dataset):
     def num_files(self) -> int:
         return getattr(self.dataset, "num_files", len(self.dataset))
 
+    @property
+    def variable_frames(self) -> bool:
+        return getattr(self.dataset, "variable_frames", False)
+
     def __len__(self) -> int:
         return len(self.dataset) * self.times
 
@@ -114,5 +122,5 @@ class RepeatDataset(Dataset):
         index, epoch = split_key(key)
         copy, j = divmod(index, len(self.dataset))
         # A distinct "epoch" per copy gives each copy its own per-sample generator.
-        item = self.dataset[(j, epoch * self.times + copy)]
+        item = self.dataset[with_index(key, j, epoch * self.times + copy)]
         return {**item, "index": index}

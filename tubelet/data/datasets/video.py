@@ -33,6 +33,8 @@ INDEX_NAME = "tubelet_index.json"
 
 
 class VideoDataset(ClipDataset):
+    variable_frames = True  # load() takes num_frames: dynamic batches can vary the length
+
     def setup_videos(self, samples: list[Sample], *, index_file: Path, num_frames: int,
                      stride: int, sampling: str, target_fps: float | None,
                      backend: str) -> None:
@@ -60,11 +62,11 @@ class VideoDataset(ClipDataset):
                         len(self.bad), len(samples), index_file.parent, self.bad_files[0][1])
 
     def load(self, i: int, generator: torch.Generator | None, view: int,
-             num_views: int) -> torch.Tensor:
+             num_views: int, num_frames: int | None = None) -> torch.Tensor:
         info = self.infos[i]
         assert info is not None, "a bad sample is never loaded"
         indices = clip_indices(info.num_frames, fps=info.fps, sampling=self.sampling,
-                               num_frames=self.num_frames, stride=self.stride,
+                               num_frames=num_frames or self.num_frames, stride=self.stride,
                                target_fps=self.target_fps, generator=generator, view=view,
                                num_views=num_views)
         path = self.samples[i].path

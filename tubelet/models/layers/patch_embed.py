@@ -15,12 +15,14 @@ class PatchEmbed(nn.Module):
 
     The model is a video model when `num_frames > 1`: it then takes (B,C,T,H,W) and uses a
     Conv3d, as VideoMAE; otherwise a Conv2d, as timm. Either way the weight is `proj.weight`.
+    `dynamic`: accept any (T,)H,W that the tubelet divides, not only the configured size.
     """
 
     def __init__(self, *, img_size: int | tuple[int, int] = 224, patch_size: int = 16,
                  in_chans: int = 3, embed_dim: int = 768, num_frames: int = 1,
-                 tubelet_size: int = 1) -> None:
+                 tubelet_size: int = 1, dynamic: bool = False) -> None:
         super().__init__()
+        self.dynamic = dynamic
         self.img_size = _pair(img_size)
         self.patch_size = _pair(patch_size)
         self.num_frames = num_frames
@@ -45,8 +47,19 @@ class PatchEmbed(nn.Module):
         for n in self.grid_size:
             self.num_patches *= n
 
+    def grid_of(self, x: torch.Tensor) -> tuple[int, ...]:
+        """The token grid ((T',)H',W') that input `x` gives."""
+        kernel = ((self.tubelet_size,) if self.is_video else ()) + self.patch_size
+        return tuple(s // k for s, k in zip(x.shape[-len(kernel):], kernel))
+
     def check_input(self, x: torch.Tensor) -> None:
         expected = ((self.num_frames,) if self.is_video else ()) + self.img_size
+        if self.dynamic and x.ndim == len(expected) + 2:
+            kernel = ((self.tubelet_size,) if self.is_video else ()) + self.patch_size
+            if all(s % k == 0 for s, k in zip(x.shape[2:], kernel)):
+                return
+            raise ValueError(f"input (T,)H,W {tuple(x.shape[2:])} is not divisible by the "
+                             f"tubelet {kernel}")
         if x.ndim != len(expected) + 2 or tuple(x.shape[2:]) != expected:
             layout = "(B,C,T,H,W)" if self.is_video else "(B,C,H,W)"
             raise ValueError(f"expected input {layout} with (T,)H,W = {expected}, got shape {tuple(x.shape)}")
