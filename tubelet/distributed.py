@@ -154,6 +154,13 @@ def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """In place: the sum over ranks."""
+    if is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def collective_device() -> torch.device:
     """Where a tensor for a collective must live: NCCL only reduces CUDA tensors."""
     if is_initialized() and dist.get_backend() == "nccl":

@@ -6,6 +6,8 @@ from typing import Any
 
 import torch
 
+from tubelet import distributed as dist
+
 
 class Meters:
     """Loss, step time and data time, summed on the device and read only at log intervals."""
@@ -49,7 +51,11 @@ class Meters:
         self.num_losses = state["num_losses"]
 
     def read(self) -> dict[str, float]:
-        fields = {"loss": self.loss_sum.item() / max(1, self.num_losses),
+        """The means since the last read. A collective: the loss is the mean over all ranks
+        (every rank reads at the same step), the times are this rank's."""
+        loss_sum = dist.all_reduce_sum(self.loss_sum.clone())
+        num_losses = max(1, self.num_losses) * dist.get_world_size()
+        fields = {"loss": loss_sum.item() / num_losses,
                   "step_time": self.step_time / max(1, self.num_steps),
                   "data_time": self.data_time / max(1, self.num_steps)}
         if self.grad_norm is not None:

@@ -94,7 +94,27 @@ class Trainer:
             hook.before_train(self)
         with self.guard.signals:  # SIGTERM/SIGUSR1 now mean "save at the next step and exit"
             while self.epoch < self.epochs:
-                self.train_epoch()
+                self.model.train()
+                # a resumed epoch starts at the first batch the killed run had not trained on
+                self.train_sampler.set_epoch(self.epoch, batches_done=self.batch_in_epoch)
+                remaining = self.micro[self.epoch] - self.batch_in_epoch
+                self._meters.tick()
+                for batch in itertools.islice(self.train_loader, remaining):
+                    self._meters.data_done()
+                    stepped = self.train_step(batch)
+                    self._meters.compute_done(stepped=stepped)
+                    if not stepped:
+                        continue
+                    for hook in self.hooks:
+                        hook.after_step(self)
+                    if self.step % self.log_interval == 0:
+                        self.log_train()
+                    if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
+                            and self.batch_in_epoch < self.micro[self.epoch]):
+                        self.save_checkpoint()
+                    if self.guard.stop_requested:  # all ranks agreed on it, at this same step
+                        self.preempt()
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 is_best = False
                 if self.val_loader is not None and self.epoch % self.eval_interval == 0:
                     self.metrics = self.evaluate()
@@ -105,28 +125,6 @@ class Trainer:
             hook.after_train(self)
         self.logger.close()
         return self.metrics
-
-    def train_epoch(self) -> None:
-        self.model.train()
-        self.train_sampler.set_epoch(self.epoch, batches_done=self.batch_in_epoch)
-        remaining = self.micro[self.epoch] - self.batch_in_epoch
-        self._meters.tick()
-        for batch in itertools.islice(self.train_loader, remaining):
-            self._meters.data_done()
-            stepped = self.train_step(batch)
-            self._meters.compute_done(stepped=stepped)
-            if not stepped:
-                continue
-            for hook in self.hooks:
-                hook.after_step(self)
-            if self.step % self.log_interval == 0:
-                self.log_train()
-            if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
-                    and self.batch_in_epoch < self.micro[self.epoch]):
-                self.save_checkpoint()
-            if self.guard.stop_requested:  # all ranks agreed on it, at this same step
-                self.preempt()
-        self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
     def train_step(self, batch: dict[str, Any]) -> bool:
         """Forward and backward one micro-batch; step the optimizer when accumulation is
@@ -224,6 +222,7 @@ class Trainer:
         every rank calls it. Model and optimizer are full, name-keyed state dicts."""
         model_state, optimizer_state = parallel.full_state(self.model, self.optimizer)
         rngs = dist.all_gather_object(rng_state())
+        meters = dist.all_gather_object(self._meters.state_dict())  # each rank's loss window
         return {
             "model": model_state,
             "optimizer": optimizer_state,
@@ -237,7 +236,8 @@ class Trainer:
                         "steps_per_epoch": self.steps_per_epoch},
             "rng": rngs[0],
             "rng_per_rank": rngs,
-            "meters": self._meters.state_dict(),
+            "meters": meters[0],
+            "meters_per_rank": meters,
             "hooks": [h.state_dict() for h in self.hooks],
             **self.extra_state,
         }
@@ -252,7 +252,6 @@ class Trainer:
         # the sample counter is global, so it carries over to another world size
         self.batch_in_epoch = self.train_sampler.batches_before(self.epoch, t["samples_in_epoch"])
         self.best = t["best"]
-        self._meters.load_state_dict(state["meters"])
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hook_state)
         # every rank drew the same global randomness (same seed, same draws), but keep each
@@ -260,6 +259,8 @@ class Trainer:
         per_rank = state.get("rng_per_rank") or []
         same_world = len(per_rank) == self.world_size
         set_rng_state(per_rank[dist.get_rank()] if same_world else state["rng"])
+        meters = state["meters_per_rank"]
+        self._meters.load_state_dict(meters[dist.get_rank()] if same_world else state["meters"])
 
     def check_resumable(self, t: dict[str, Any]) -> None:
         """The lr schedule and the sample counter are functions of the optimizer step, so a
