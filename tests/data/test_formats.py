@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import tubelet.data.datasets  # noqa: F401  (registers the formats)
+from tubelet.data.transforms import Compose, RandomHorizontalFlip
 from tubelet.registry import DATASETS, ConfigError, build
 
 
@@ -103,6 +104,24 @@ def test_gaze360_window_unit_target_and_missing_neighbours(format_roots):
                      "000133.jpg", "000134.jpg"]  # 128 is missing: its nearest frame stands in
     lone = data[2]["video"]  # no neighbours at all: the centre frame 7 times
     assert all(torch.equal(lone[:, 0], lone[:, t]) for t in range(7))
+
+
+def test_gaze360_flip_mirrors_the_clip_and_the_gaze_together(format_roots):
+    root = format_roots["gaze360"]
+    node = {"type": "gaze360", "annotations": str(root / "train.txt"), "root": str(root / "imgs")}
+    plain = build(node, DATASETS)
+    always = build({**node, "flip": 1.0}, DATASETS)
+    for key in [(0, 0), (1, 3)]:
+        a, b = plain[key], always[key]
+        assert torch.equal(b["video"], a["video"].flip(-1))
+        assert torch.equal(b["target"], a["target"] * torch.tensor([-1.0, 1.0, 1.0]))
+    half = build({**node, "flip": 0.5}, DATASETS)
+    flipped = [bool(half[(0, e)]["target"][0] != plain[0]["target"][0]) for e in range(16)]
+    assert 0 < sum(flipped) < 16  # drawn per sample and epoch
+    test = build({**node, "flip": 1.0, "subset": "test"}, DATASETS)
+    assert torch.equal(test[0]["target"], plain[0]["target"])  # never at test time
+    with pytest.raises(ConfigError, match="random_horizontal_flip would mirror the eyes"):
+        build(node, DATASETS, transform=Compose([RandomHorizontalFlip()]))
 
 
 def test_video_list_paths_with_spaces_and_label_range(format_roots, tmp_path):

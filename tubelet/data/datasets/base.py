@@ -69,6 +69,12 @@ class ClipDataset(Dataset):
              num_views: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def augment_pair(self, video: torch.Tensor, target: Any,
+                     generator: torch.Generator) -> tuple[torch.Tensor, Any]:
+        """Train-time augmentation that must change the target with the clip (a mirrored clip
+        mirrors a gaze direction). None here; runs after `transform`."""
+        return video, target
+
     def num_videos(self) -> int:
         return len(self.samples) * self.repeat
 
@@ -113,12 +119,14 @@ class ClipDataset(Dataset):
             video = self.transform(video, generator=generator, size=shape[1:])
         elif self.transform is not None:
             video = self.transform(video, generator=generator)
+        target = self.samples[i].target
+        if generator is not None:
+            video, target = self.augment_pair(video, target, generator)
         if self.spatial_crops > 1:
             video = spatial_crop(video, index=crop, num_crops=self.spatial_crops)
         if self.to_float and video.dtype == torch.uint8:
             # A pipeline without `normalize` (or no pipeline) still yields floats in [0, 1].
             video = video.float() / 255
-        target = self.samples[i].target
         return {"video": video.contiguous(), self.target_key: target, "index": video_index,
                 "view": view, "bad": "\n".join(bad_paths)}
 

@@ -13,6 +13,7 @@ import torch
 
 from tubelet.data.datasets.base import ClipDataset, Sample, check_dir, check_file
 from tubelet.data.decode import DecodeError, read_images
+from tubelet.data.transforms import RandomHorizontalFlip
 from tubelet.data.metadata import parallel_map
 from tubelet.registry import DATASETS, ConfigError
 
@@ -41,20 +42,28 @@ def read_annotations(path: Path, *, root: Path) -> list[Sample]:
 @DATASETS.register("gaze360")
 class Gaze360(ClipDataset):
     """Gaze360 windows from `annotations` (train.txt, validation.txt or test.txt) over the frame
-    folders under `root`. Items carry `target`, a unit 3-vector, instead of `label`. `subset`
-    train gives transforms a generator (random crops, flips: flip the target's x yourself)."""
+    folders under `root`. Items carry `target`, a unit 3-vector, instead of `label`.
+    `flip`: in train, mirror the clip with this probability and negate the gaze's x (the
+    horizontal component) with it. `random_horizontal_flip` is refused in `transforms`: it
+    would mirror the eyes but leave the gaze pointing the old way."""
 
     target_key = "target"
 
     def __init__(self, annotations: str, *, root: str, subset: str = "train",
-                 num_frames: int = 7, repeat: int = 1, seed: int = 0,
+                 num_frames: int = 7, flip: float = 0.0, repeat: int = 1, seed: int = 0,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
         if num_frames < 1 or num_frames % 2 == 0:
             raise ConfigError(f"num_frames: must be odd (a window centred on the annotated "
                               f"frame), got {num_frames}")
+        if not 0.0 <= flip <= 1.0:
+            raise ConfigError(f"flip: must be in [0, 1], got {flip}")
+        if any(isinstance(t, RandomHorizontalFlip) for t in getattr(transform, "transforms", [])):
+            raise ConfigError("transforms: random_horizontal_flip would mirror the eyes but not "
+                              "the gaze; use gaze360's `flip: 0.5`, which mirrors both")
         super().__init__(subset=subset, seed=seed, transform=transform, repeat=repeat,
                          to_float=to_float)
+        self.flip = flip
         path, self.root, self.num_frames = Path(annotations), Path(root), num_frames
         check_file("annotations", path)
         check_dir("root", self.root)
@@ -85,3 +94,10 @@ class Gaze360(ClipDataset):
     def load(self, i: int, generator: torch.Generator | None, view: int,
              num_views: int) -> torch.Tensor:
         return read_images(self.window(self.samples[i].path)).permute(3, 0, 1, 2)  # (C,T,H,W)
+
+    def augment_pair(self, video: torch.Tensor, target: torch.Tensor,
+                     generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.flip == 0.0 or float(torch.rand((1,), generator=generator)) >= self.flip:
+            return video, target
+        mirror = torch.tensor([-1.0, 1.0, 1.0], dtype=target.dtype)  # x is horizontal
+        return video.flip(-1), target * mirror  # (C,T,H,W), W reversed
