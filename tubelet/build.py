@@ -250,9 +250,11 @@ def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: 
                                device=device, run_dir=run_dir)
     if data.val:
         val_set, device_tf = build_dataset(data.val, key="data.val")
+        views = getattr(val_set, "num_views", 1)  # a video's test views stay on one rank
         val_loader = _stream(build_loader(val_set, batch_size=data.val_batch_size or data.batch_size,
                                           sampler=ShardSampler(len(val_set), rank=rank,
-                                                               world_size=world_size), **common),
+                                                               world_size=world_size,
+                                                               group_size=views), **common),
                              val_set, device_tf, split="val", seed=seed, data=data,
                              device=device, run_dir=run_dir)
     return train_loader, sampler, val_loader

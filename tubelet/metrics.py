@@ -13,41 +13,58 @@ from tubelet.distributed import get_rank
 class MultiViewAccuracy(Metric):
     """Top-k and mean class accuracy of videos seen as several views (clips x crops).
 
-    `update(logits, target, video_id)` stores each view's softmax; `compute()` averages the
-    softmax of all views of a video (VideoMAE's and SlowFast's multi-view test) and scores each
-    video once. The states are concatenated across ranks, and the eval sampler gives every view
-    to exactly one rank, so no view is counted twice and no video is split wrongly. Without a
-    `video_id` every sample is its own video: plain clip accuracy.
+    `update(logits, target, video_id)` adds each view's softmax to its video's sum; `compute()`
+    scores each video by its mean softmax over views (VideoMAE's and SlowFast's multi-view
+    test), once. Sums are folded by video every `FOLD_EVERY` batches, so memory grows with the
+    videos, not the views (the eval sampler keeps a video's views on one rank, in a row).
+    States are concatenated across ranks and folded again, so a video split over ranks would
+    still count once. Without a `video_id` every sample is its own video: clip accuracy.
     """
 
     full_state_update = False
+    FOLD_EVERY = 16
 
     def __init__(self, num_classes: int, *, top_k: tuple[int, ...] = (1, 5)) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.top_k = tuple(k for k in top_k if k <= num_classes)
-        self.add_state("probs", default=[], dist_reduce_fx="cat")
-        self.add_state("target", default=[], dist_reduce_fx="cat")
-        self.add_state("video_id", default=[], dist_reduce_fx="cat")
+        for name in ("sums", "counts", "target", "video_id"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        self._num_clips = 0  # clips seen without a video_id, for their unique ids
 
     def update(self, logits: torch.Tensor, target: torch.Tensor,
                video_id: torch.Tensor | None = None) -> None:
-        self.probs.append(logits.float().softmax(dim=-1))  # (B, K)
-        self.target.append(target.long())
-        if video_id is None:  # unique ids: past the samples stored so far, disjoint across ranks
-            offset = sum(t.numel() for t in self.target[:-1]) + (get_rank() << 40)
+        if video_id is None:  # unique ids: past the samples seen so far, disjoint across ranks
+            offset = self._num_clips + (get_rank() << 40)
             video_id = torch.arange(offset, offset + target.numel(), device=target.device)
+            self._num_clips += target.numel()
+        self.sums.append(logits.float().softmax(dim=-1))  # (B, K)
+        self.counts.append(torch.ones_like(target, dtype=torch.long))
+        self.target.append(target.long())
         self.video_id.append(video_id.long())
+        if len(self.sums) > self.FOLD_EVERY:
+            folded = self._folded()
+            for name, value in zip(("sums", "counts", "target", "video_id"), folded):
+                setattr(self, name, [value])
+
+    def _folded(self) -> tuple[torch.Tensor, ...]:
+        """(sum of softmax (V,K), views (V,), label (V,), id (V,)) per video, ids in order."""
+        sums, counts, target, ids = (torch.cat(x) if isinstance(x, list) else x
+                                     for x in (self.sums, self.counts, self.target, self.video_id))
+        unique, slot = torch.unique(ids, return_inverse=True)
+        sums = sums.new_zeros(len(unique), self.num_classes).index_add_(0, slot, sums)
+        counts = counts.new_zeros(len(unique)).index_add_(0, slot, counts)
+        labels = target.new_zeros(len(unique)).scatter_(0, slot, target)
+        return sums, counts, labels, unique
 
     def video_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean softmax per video (V, K), label per video (V,)), videos in id order."""
-        probs, target, ids = (torch.cat(x) if isinstance(x, list) else x
-                              for x in (self.probs, self.target, self.video_id))
-        unique, slot = torch.unique(ids, return_inverse=True)
-        sums = probs.new_zeros(len(unique), self.num_classes).index_add_(0, slot, probs)
-        counts = torch.bincount(slot, minlength=len(unique)).clamp_min(1)
-        labels = target.new_zeros(len(unique)).scatter_(0, slot, target)
-        return sums / counts[:, None], labels
+        sums, counts, labels, _ = self._folded()
+        return sums / counts.clamp_min(1)[:, None], labels
+
+    def reset(self) -> None:
+        super().reset()
+        self._num_clips = 0
 
     def compute(self) -> dict[str, torch.Tensor]:
         if isinstance(self.target, list) and not self.target:

@@ -36,6 +36,9 @@ def test_epochs_shuffle_differently_and_ranks_are_disjoint_and_equal_length():
 def test_shard_sampler_gives_each_sample_to_exactly_one_rank():
     got = sorted(sum((list(ShardSampler(11, rank=r, world_size=4)) for r in range(4)), []))
     assert got == list(range(11))
+    # grouped by video: 5 videos x 3 views, each video's views whole and in a row on one rank
+    shares = [list(ShardSampler(15, rank=r, world_size=2, group_size=3)) for r in range(2)]
+    assert shares == [[0, 1, 2, 6, 7, 8, 12, 13, 14], [3, 4, 5, 9, 10, 11]]
 
 
 def shares(num_samples: int, world_size: int, *, batch_size: int = 1,

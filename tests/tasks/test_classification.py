@@ -75,13 +75,31 @@ def test_multi_view_split_across_ranks_counts_each_view_once():
     for r, m in enumerate(ranks):  # the eval sampler's rank r takes r, r+2, ...
         m.update(logits[r::2], labels[r::2], ids[r::2])
     merged = MultiViewAccuracy(6)
-    for name in ("probs", "target", "video_id"):
+    for name in ("sums", "counts", "target", "video_id"):
         setattr(merged, name, [torch.cat([getattr(m, name)[0] for m in ranks])])
     merged._update_count = 2
     expected, got = single.compute(), merged.compute()
     assert got["num_videos"] == 4
     for k in expected:
         torch.testing.assert_close(got[k], expected[k])
+
+
+def test_views_are_folded_per_video_so_memory_follows_videos_not_views():
+    torch.manual_seed(0)
+    num_videos, num_views = 10, 15
+    ids = torch.arange(num_videos).repeat_interleave(num_views)  # a video's views in a row
+    logits, labels = torch.randn(len(ids), 5), torch.randint(0, 5, (num_videos,))[ids]
+    folded, unfolded = MultiViewAccuracy(5), MultiViewAccuracy(5)
+    unfolded.FOLD_EVERY = 10**9
+    for start in range(0, len(ids), 3):  # 50 batches of 3 views
+        for m in (folded, unfolded):
+            m.update(logits[start:start + 3], labels[start:start + 3], ids[start:start + 3])
+    stored = sum(len(t) for t in folded.video_id)
+    assert stored <= num_videos + 3 * folded.FOLD_EVERY < len(ids)  # not every view kept
+    for k, v in unfolded.compute().items():
+        torch.testing.assert_close(folded.compute()[k], v)
+    video, _ = folded.video_scores()
+    torch.testing.assert_close(video[4], logits[ids == 4].softmax(-1).mean(0))
 
 
 def test_plain_labels_without_mixup_match_cross_entropy():

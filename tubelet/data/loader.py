@@ -84,11 +84,16 @@ class ResumableSampler(Sampler[list[SampleKey]]):
 
 
 class ShardSampler(Sampler[int]):
-    """Evaluation sampler: rank r takes indices r, r+W, ... Every sample goes to exactly one
-    rank and none is padded or repeated, so reduced metrics count each sample once."""
+    """Evaluation sampler: rank r takes groups r, r+W, ... of `group_size` consecutive indices.
+    Every sample goes to exactly one rank and none is padded or repeated, so reduced metrics
+    count each sample once. With `group_size` = the test views per video, all views of a
+    video land on one rank, one after another, so the rank can fold them at once."""
 
-    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1) -> None:
-        self.indices = list(range(rank, num_samples, world_size))
+    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1,
+                 group_size: int = 1) -> None:
+        groups = range(rank, -(-num_samples // group_size), world_size)
+        self.indices = [i for g in groups
+                        for i in range(g * group_size, min((g + 1) * group_size, num_samples))]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
