@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tubelet.data.decode import backend_available, decode_frames  # noqa: E402
@@ -117,6 +118,10 @@ def main() -> None:
     results: dict[str, dict[str, list[float]]] = {}
     bounds: dict[str, float] = {}
     names = loaders()
+    # One intra-op thread, as DataLoader workers have: torchcodec runs torch ops per frame, and
+    # on a busy machine a second OpenMP thread spinning for a core cut its clips/s 2-3x.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     print(f"loaders: {', '.join(names)}; {NUM_FRAMES}-frame stride-{STRIDE} clips, one thread")
     for video, (w, h, n, gop) in VIDEOS.items():
         path = root / f"{video}.mp4"
@@ -142,6 +147,7 @@ def main() -> None:
         row = "  ".join(f"{k}={statistics.median(v):8.1f}" for k, v in times.items())
         print(f"{video:16s} clips/s  {row}  bound={bounds[video]:8.1f}  "
               f"(keyframes {len(keys)}, sequential {rate:.0f} frames/s)")
+    torch.set_num_threads(threads)
     ratios = []
     for video, times in results.items():
         ours = statistics.median(times["ours"])

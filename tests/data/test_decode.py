@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from data.index_video import INDEX_SIZE, NUM_INDEX_FRAMES, frame_ids
-from tubelet.data.decode import DecodeError, VideoInfo, decode_frames, probe
+from tubelet.data.decode import DecodeError, VideoInfo, backend_available, decode_frames, probe
 
 NAMES = ["gop250", "gop4", "mkv"]
 
@@ -64,13 +64,18 @@ def _broken_files(index_videos, tmp_path: Path) -> dict[str, Path]:
             "cut_mp4": cut_mp4}
 
 
+@pytest.mark.parametrize("backend", ["pyav", "decord", "torchcodec"])
 @pytest.mark.parametrize("kind", ["missing", "empty", "garbage", "cut_mp4"])
-def test_unreadable_files_raise_decode_error_with_path(index_videos, tmp_path, kind):
+def test_unreadable_files_raise_decode_error_with_path(index_videos, tmp_path, kind, backend):
+    """Every backend reports a bad file as DecodeError (what the loader counts), never as
+    its own exception type, which would kill the run."""
+    if not backend_available(backend):
+        pytest.skip(f"{backend} is not installed (optional extra)")
     path = _broken_files(index_videos, tmp_path)[kind]
     with pytest.raises(DecodeError, match=path.name):
         probe(path)
     with pytest.raises(DecodeError, match=path.name):
-        decode_frames(path, [0, 1])
+        decode_frames(path, [0, 1], backend=backend)
 
 
 def test_truncated_mkv_raises_when_frames_are_missing(index_videos, tmp_path):

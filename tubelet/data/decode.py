@@ -158,17 +158,23 @@ def _index(pts: int, start_pts: int, time_base: Fraction, fps: Fraction) -> int:
 
 
 def decode_torchcodec(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
+    """Decode the frames at `indices` (any order, repeats allowed) as uint8 RGB (T, H, W, C)."""
     from torchcodec.decoders import VideoDecoder  # optional extra
-    wanted = _check_indices(indices)
+    _check_indices(indices)  # torchcodec would read a negative index from the end
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise DecodeError(f"{os.fspath(path)}: no such file or empty")
     try:
-        decoder = VideoDecoder(os.fspath(path), seek_mode="approximate", num_ffmpeg_threads=1)
-        batch = decoder.get_frames_at(wanted).data  # (N, C, H, W)
+        # "approximate" maps an index to a timestamp by the header's frame rate, as decode_pyav
+        # does, at no cost on open. "exact" first demuxes the whole file to list every frame: up
+        # to 1.35x more clips/s on the benchmark's 5-10 s videos (with B-frames, approximate mode
+        # re-decodes a GOP for frames just before a keyframe), but 3.7x fewer on a 10-minute one.
+        decoder = VideoDecoder(os.fspath(path), seek_mode="approximate", dimension_order="NHWC",
+                               num_ffmpeg_threads=1)  # workers already run in parallel
+        # One batch call: torchcodec sorts the indices, decodes them going forward, copies
+        # repeats, and returns them in the order asked for.
+        return decoder.get_frames_at([int(i) for i in indices]).data  # (T, H, W, C)
     except (RuntimeError, ValueError, IndexError) as err:
         raise DecodeError(f"{os.fspath(path)}: {err}") from err
-    row = {i: k for k, i in enumerate(wanted)}
-    return batch[[row[int(i)] for i in indices]].permute(0, 2, 3, 1).contiguous()
 
 
 def decode_decord(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
@@ -182,7 +188,7 @@ def decode_decord(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tens
             raise DecodeError(f"{os.fspath(path)}: frame {max(indices)} not found; the video "
                               f"has {len(reader)} frames")
         return torch.from_numpy(reader.get_batch(list(indices)).asnumpy())  # (T, H, W, C)
-    except decord.DECORDError as err:
+    except (decord.DECORDError, RuntimeError) as err:  # an unopenable file is a RuntimeError
         raise DecodeError(f"{os.fspath(path)}: {err}") from err
 
 
