@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from tubelet.models import MaskedAutoencoder, create_model
-from tubelet.models.masking import patchify, random_mask, tube_mask
+from tubelet.models.masking import gather_tubelets, patchify, random_mask, tube_mask
 from tubelet.tasks.mae_pretrain import MAEPretrainTask, mae_targets
 
 TINY_VIDEO = dict(img_size=16, patch_size=8, num_frames=4, tubelet_size=2, embed_dim=32, depth=2,
@@ -88,6 +88,36 @@ def test_patchify_follows_tubelet_size():
     # token 3 = (t=0, h=1, w=1); its first pixel is frame 0, row 8, col 8, channels last
     assert torch.equal(patches[1, 3, 0], video[1, :, 0, 8, 8])
     assert torch.equal(patches[1, 7, -1], video[1, :, 7, 15, 15])
+
+
+def test_gather_tubelets_picks_the_masked_tokens_in_the_conv_weight_order():
+    video = torch.randn(2, 3, 4, 16, 16)
+    torch.manual_seed(0)
+    mask = random_mask(2, 8, mask_ratio=0.5)
+    picked = gather_tubelets(video, mask, patch_size=8, tubelet_size=2)  # (B, M, C, t*p*p)
+    patches = patchify(video, patch_size=8, tubelet_size=2)  # (B, N, t*p*p, C)
+    assert torch.equal(picked, patches[mask].reshape(2, 4, 128, 3).transpose(-1, -2))
+    image, mask = torch.randn(2, 3, 16, 16), random_mask(2, 4, mask_ratio=0.5)
+    picked = gather_tubelets(image, mask, patch_size=8)  # (B, M, C, p*p)
+    assert torch.equal(picked, patchify(image, patch_size=8)[mask].reshape(2, 2, 64, 3).transpose(-1, -2))
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_targets_of_the_hidden_tokens_are_the_normalised_patches(per_channel):
+    video = torch.randn(2, 3, 4, 16, 16) * 3.0 + 1.0
+    torch.manual_seed(0)
+    mask = tube_mask(2, (2, 2, 2), mask_ratio=0.5)
+    kwargs = dict(patch_size=8, tubelet_size=2, per_channel=per_channel)
+    patches = patchify(video, patch_size=8, tubelet_size=2)  # (B, N, t*p*p, C)
+    dims = (-2,) if per_channel else (-2, -1)
+    reference = (patches - patches.mean(dims, keepdim=True)) / (
+        patches.var(dims, keepdim=True, unbiased=True) + 1.0e-6).sqrt()
+    every = mae_targets(video, norm_pix_loss=True, **kwargs)
+    torch.testing.assert_close(every, reference.flatten(2))
+    hidden = mae_targets(video, norm_pix_loss=True, mask=mask, **kwargs)
+    torch.testing.assert_close(hidden, every[mask].reshape(2, 4, -1))
+    raw = mae_targets(video, norm_pix_loss=False, mask=mask, **kwargs)
+    assert torch.equal(raw, patches.flatten(2)[mask].reshape(2, 4, -1))
 
 
 def test_loss_is_masked_mse_on_normalised_patches():

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tubelet.models.layers import Block
-from tubelet.models.masking import patchify, random_mask, tube_mask
+from tubelet.models.masking import gather_tubelets, random_mask, tube_mask
 from tubelet.models.vit import VisionTransformer, fixed_pos_table
 from tubelet.registry import MODELS
 
@@ -128,13 +128,11 @@ class MaskedAutoencoder(nn.Module):
         if x.ndim == 5 and not self.encoder.patch_embed.is_video:
             x = x.squeeze(2)  # a 1-frame clip is an image
         self.encoder.patch_embed.check_input(x)
-        patches = patchify(x, patch_size=self.patch_size, tubelet_size=self.tubelet_size)  # (B,N,tpp,C)
-        B = patches.shape[0]
-        visible = patches[~mask].reshape(B, -1, patches.shape[2] * patches.shape[3])  # (B,N_vis,tpp*C)
-        # conv weight (D, C, [t,] p, p) -> (D, t*p*p*C), the patchify order
-        weight = proj.weight if proj.weight.ndim == 5 else proj.weight.unsqueeze(2)
-        weight = weight.permute(0, 2, 3, 4, 1).reshape(weight.shape[0], -1)
-        return nn.functional.linear(visible, weight.to(visible.dtype), proj.bias)
+        visible = gather_tubelets(x, ~mask, patch_size=self.patch_size,
+                                  tubelet_size=self.tubelet_size)  # (B, N_vis, C, t*p*p)
+        # the tubelets come in the conv weight's (C, [t,] p, p) order: its flat view is the matrix
+        weight = proj.weight.reshape(proj.weight.shape[0], -1)  # (D, C*t*p*p), no copy
+        return nn.functional.linear(visible.flatten(2), weight.to(visible.dtype), proj.bias)
 
     def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B,C,[T],H,W) and a (B,N) mask -> the encoded visible tokens (B, prefix + N_vis, D)."""

@@ -1,4 +1,5 @@
-"""Masks for masked autoencoding, and the patchify that turns pixels into per-token targets.
+"""Masks for masked autoencoding, and the patchify and gather that turn pixels into per-token
+inputs and targets.
 
 A mask is a bool tensor (B, N) over the patch tokens, True where a token is hidden from the
 encoder. Every sample hides exactly `round(N * mask_ratio)` tokens, so the visible tokens of a
@@ -42,13 +43,13 @@ def tube_mask(batch_size: int, grid_size: tuple[int, int, int], *, mask_ratio: f
     return spatial.repeat(1, num_t)  # (B, H'W') -> (B, T'H'W'), time-major like the tokens
 
 
-def patchify(x: torch.Tensor, *, patch_size: int, tubelet_size: int = 1) -> torch.Tensor:
-    """Pixels -> per-token pixel groups, (B,C,T,H,W) or (B,C,H,W) -> (B, N, t*p*p, C).
+def tubelet_view(x: torch.Tensor, *, patch_size: int, tubelet_size: int = 1) -> torch.Tensor:
+    """Pixels as a grid of tubelets, without a copy: (B,C,T,H,W) or (B,C,H,W) ->
+    (B, T', H', W', C, t, p, p), a view of `x`.
 
-    Tokens come in the patch embedding's order (t, h, w); inside a token, pixels are ordered
-    (t, p, p) with the channel last, the layout of MAE's `patchify` and VideoMAE's
-    `rearrange(... -> b (t h w) (p0 p1 p2) c)`, which the decoder heads of their checkpoints
-    predict. `tubelet_size` is the model's, not a constant.
+    Indexing its grid with a (B, T', H', W') mask gathers tokens in one pass, in the patch
+    conv's weight layout (C, t, p, p), whose innermost run is a row of p contiguous pixels. A
+    (t, p, p, C) layout would read with the channel innermost, a stride of T*H*W per element.
     """
     if x.ndim == 4:
         x = x.unsqueeze(2)  # an image is a one-frame video
@@ -57,5 +58,28 @@ def patchify(x: torch.Tensor, *, patch_size: int, tubelet_size: int = 1) -> torc
     if T % t or H % p or W % p:
         raise ValueError(f"input {tuple(x.shape)} is not divisible into {t}x{p}x{p} tubelets")
     x = x.reshape(B, C, T // t, t, H // p, p, W // p, p)
-    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, T', H', W', t, p, p, C)
-    return x.reshape(B, (T // t) * (H // p) * (W // p), t * p * p, C)
+    return x.permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, T', H', W', C, t, p, p)
+
+
+def gather_tubelets(x: torch.Tensor, mask: torch.Tensor, *, patch_size: int,
+                    tubelet_size: int = 1) -> torch.Tensor:
+    """The tubelets of the tokens where `mask` is True, each as (C, t, p, p), the conv weight's
+    order: (B,C,[T],H,W) and a (B, N) mask with the same count per row -> (B, M, C, t*p*p)."""
+    grid = tubelet_view(x, patch_size=patch_size, tubelet_size=tubelet_size)  # (B,T',H',W',C,t,p,p)
+    B, C, t, p = grid.shape[0], grid.shape[4], grid.shape[5], grid.shape[6]
+    picked = grid[mask.reshape(grid.shape[:4])]  # (B*M, C, t, p, p), one strided gather
+    return picked.view(B, picked.shape[0] // B, C, t * p * p)
+
+
+def patchify(x: torch.Tensor, *, patch_size: int, tubelet_size: int = 1) -> torch.Tensor:
+    """Pixels -> per-token pixel groups, (B,C,T,H,W) or (B,C,H,W) -> (B, N, t*p*p, C).
+
+    Tokens come in the patch embedding's order (t, h, w); inside a token, pixels are ordered
+    (t, p, p) with the channel last, the layout of MAE's `patchify` and VideoMAE's
+    `rearrange(... -> b (t h w) (p0 p1 p2) c)`, which the decoder heads of their checkpoints
+    predict. `tubelet_size` is the model's, not a constant.
+    """
+    grid = tubelet_view(x, patch_size=patch_size, tubelet_size=tubelet_size)  # (B,T',H',W',C,t,p,p)
+    B, num_t, rows, cols, C, t, p, _ = grid.shape
+    grid = grid.permute(0, 1, 2, 3, 5, 6, 7, 4)  # (B, T', H', W', t, p, p, C)
+    return grid.reshape(B, num_t * rows * cols, t * p * p, C)
