@@ -128,7 +128,9 @@ def main() -> None:
     full, mae = build(args)
     video = torch.randn(args.batch, 3, args.frames, args.img_size, args.img_size)
     labels = torch.randint(0, 400, (args.batch,))
-    task = MAEPretrainTask(norm_pix_loss=True)
+    # the VideoMAE recipe's target: per channel, std + eps, on unnormalised pixels
+    task = MAEPretrainTask(norm_pix_loss="videomae", pixel_mean=[0.485, 0.456, 0.406],
+                           pixel_std=[0.229, 0.224, 0.225])
     loss_fns = {"full": lambda m: F.cross_entropy(m(video), labels),
                 "mae": lambda m: task.loss(m, {"video": video})}
     models = {"full": full, "mae": mae}

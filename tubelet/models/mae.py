@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from tubelet.models.layers import Block
-from tubelet.models.masking import gather_tubelets, random_mask, tube_mask
+from tubelet.models.masking import gather_tubelets, num_hidden, random_mask, tube_mask
 from tubelet.models.vit import VisionTransformer, fixed_pos_table
 from tubelet.registry import MODELS
 
@@ -85,6 +85,10 @@ class MaskedAutoencoder(nn.Module):
         self.encoder_to_decoder = nn.Linear(embed_dim, decoder_embed_dim, bias=decoder_bias)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
         patch_dim = in_chans * tubelet_size * patch_size * patch_size
+        hidden = num_hidden(self.mask_type, self.encoder.patch_embed.grid_size, mask_ratio)
+        if hidden == self.num_patches:  # MAE's keep count can round down to nothing
+            raise ValueError(f"mask_ratio {mask_ratio} of {self.num_patches} tokens "
+                             f"({self.mask_type} mask) leaves no token visible")
         self.decoder = MAEDecoder(
             grid_size=self.encoder.patch_embed.grid_size,
             num_prefix_tokens=self.encoder.num_prefix_tokens, embed_dim=decoder_embed_dim,
