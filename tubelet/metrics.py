@@ -1,5 +1,6 @@
-"""Metrics that the tasks share: top-k and mean class accuracy over multi-view videos, gaze
-angular error. States are torchmetrics states, so `compute()` reduces them across ranks."""
+"""Metrics that the tasks share: per-video aggregation of multi-view test predictions, top-k
+and mean class accuracy, gaze angular error. States are torchmetrics states, so `compute()`
+reduces them across ranks."""
 from __future__ import annotations
 
 import math
@@ -10,37 +11,39 @@ from torchmetrics import Metric
 from tubelet.distributed import get_rank
 
 
-class MultiViewAccuracy(Metric):
-    """Top-k and mean class accuracy of videos seen as several views (clips x crops).
+class VideoMean(Metric):
+    """The mean of a per-view prediction over each video's views (clips x crops), for every task.
 
-    `update(logits, target, video_id)` adds each view's softmax to its video's sum; `compute()`
-    scores each video by its mean softmax over views (VideoMAE's and SlowFast's multi-view
-    test), once. Sums are folded by video every `FOLD_EVERY` batches, so memory grows with the
-    videos, not the views (the eval sampler keeps a video's views on one rank, in a row).
+    `update(values (B, K), target (B, ...), video_id (B,))` adds each view's row to its video's
+    sum; `compute()` returns (mean row per video (V, K), target per video (V, ...)), videos in id
+    order. Sums are folded by video every `FOLD_EVERY` batches, so memory grows with the videos,
+    not the views (the eval sampler keeps a video's views on one rank, in a row, so a video's
+    views are added in the same order on any number of ranks: the means are bitwise the same).
     States are concatenated across ranks and folded again, so a video split over ranks would
-    still count once. Without a `video_id` every sample is its own video: clip accuracy.
+    still count once. Without a `video_id` every sample is its own video. A video's views share
+    its target (any view's is kept).
     """
 
     full_state_update = False
     FOLD_EVERY = 16
 
-    def __init__(self, num_classes: int, *, top_k: tuple[int, ...] = (1, 5)) -> None:
+    def __init__(self, width: int) -> None:
         super().__init__()
-        self.num_classes = num_classes
-        self.top_k = tuple(k for k in top_k if k <= num_classes)
+        self.width = width
         for name in ("sums", "counts", "target", "video_id"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
         self._num_clips = 0  # clips seen without a video_id, for their unique ids
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor,
+    def update(self, values: torch.Tensor, target: torch.Tensor,
                video_id: torch.Tensor | None = None) -> None:
         if video_id is None:  # unique ids: past the samples seen so far, disjoint across ranks
             offset = self._num_clips + (get_rank() << 40)
-            video_id = torch.arange(offset, offset + target.numel(), device=target.device)
-            self._num_clips += target.numel()
-        self.sums.append(logits.float().softmax(dim=-1))  # (B, K)
-        self.counts.append(torch.ones_like(target, dtype=torch.long))
-        self.target.append(target.long())
+            video_id = torch.arange(offset, offset + len(target), device=target.device)
+            self._num_clips += len(target)
+        assert values.shape == (len(target), self.width), (values.shape, self.width)
+        self.sums.append(values.float())
+        self.counts.append(torch.ones(len(target), dtype=torch.long, device=target.device))
+        self.target.append(target)
         self.video_id.append(video_id.long())
         if len(self.sums) > self.FOLD_EVERY:
             folded = self._folded()
@@ -48,27 +51,49 @@ class MultiViewAccuracy(Metric):
                 setattr(self, name, [value])
 
     def _folded(self) -> tuple[torch.Tensor, ...]:
-        """(sum of softmax (V,K), views (V,), label (V,), id (V,)) per video, ids in order."""
+        """(sum of values (V, K), views (V,), target (V, ...), id (V,)) per video, ids in order."""
         sums, counts, target, ids = (torch.cat(x) if isinstance(x, list) else x
                                      for x in (self.sums, self.counts, self.target, self.video_id))
         unique, slot = torch.unique(ids, return_inverse=True)
-        sums = sums.new_zeros(len(unique), self.num_classes).index_add_(0, slot, sums)
+        sums = sums.new_zeros(len(unique), self.width).index_add_(0, slot, sums)
         counts = counts.new_zeros(len(unique)).index_add_(0, slot, counts)
-        labels = target.new_zeros(len(unique)).scatter_(0, slot, target)
-        return sums, counts, labels, unique
+        targets = target.new_zeros((len(unique), *target.shape[1:])).index_copy_(0, slot, target)
+        return sums, counts, targets, unique
 
-    def video_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean softmax per video (V, K), label per video (V,)), videos in id order."""
-        sums, counts, labels, _ = self._folded()
-        return sums / counts.clamp_min(1)[:, None], labels
+    def video_means(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean row per video (V, K), target per video (V, ...)), videos in id order."""
+        if isinstance(self.target, list) and not self.target:
+            raise RuntimeError(f"{type(self).__name__}.compute() before any update()")
+        sums, counts, targets, _ = self._folded()
+        return sums / counts.clamp_min(1)[:, None], targets
 
     def reset(self) -> None:
         super().reset()
         self._num_clips = 0
 
+    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.video_means()
+
+
+class MultiViewAccuracy(VideoMean):
+    """Top-k and mean class accuracy of videos seen as several views: each video is scored by
+    its mean softmax over views (VideoMAE's and SlowFast's multi-view test), once. Without a
+    `video_id` every sample is its own video: clip accuracy."""
+
+    def __init__(self, num_classes: int, *, top_k: tuple[int, ...] = (1, 5)) -> None:
+        super().__init__(num_classes)
+        self.num_classes = num_classes
+        self.top_k = tuple(k for k in top_k if k <= num_classes)
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor,
+               video_id: torch.Tensor | None = None) -> None:
+        super().update(logits.float().softmax(dim=-1), target.long(), video_id)
+
+    def video_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean softmax per video (V, K), label per video (V,)), videos in id order."""
+        return self.video_means()
+
     def compute(self) -> dict[str, torch.Tensor]:
-        if isinstance(self.target, list) and not self.target:
-            raise RuntimeError("MultiViewAccuracy.compute() before any update()")
         scores, labels = self.video_scores()
         top = scores.topk(max(self.top_k), dim=-1).indices  # (V, kmax)
         out = {f"acc{k}": (top[:, :k] == labels[:, None]).any(dim=1).float().mean()
