@@ -158,7 +158,7 @@ def test_mask_counts_equal_the_references_formulas(frames, size, patch, tubelet)
                         if mask_type == "tube"
                         else mae_hidden_count((frames // tubelet) * rows * rows, ratio))
             if expected == (frames // tubelet) * rows * rows:
-                continue  # nothing visible: the model refuses (below)
+                continue  # nothing visible: refused (test_bad_masks_are_refused_...)
             model = MaskedAutoencoder(img_size=size, patch_size=patch, num_frames=frames,
                                       tubelet_size=tubelet, embed_dim=8, depth=0, num_heads=1,
                                       decoder_embed_dim=8, decoder_depth=0, decoder_num_heads=1,
@@ -175,7 +175,7 @@ def test_image_mask_counts_equal_maes(size, patch):
     for ratio in GRID_RATIOS:
         expected = mae_hidden_count((size // patch) ** 2, ratio)
         if expected == (size // patch) ** 2:
-            continue  # nothing visible: refused (test_a_mask_that_leaves_nothing_visible_...)
+            continue  # nothing visible: refused (test_bad_masks_are_refused_...)
         model = MaskedAutoencoder(img_size=size, patch_size=patch, embed_dim=8, depth=0,
                                   num_heads=1, decoder_embed_dim=8, decoder_depth=0,
                                   decoder_num_heads=1, mask_ratio=ratio)
@@ -207,11 +207,19 @@ def test_random_mask_is_maes_random_masking_from_the_same_noise():
         assert torch.equal(ours, theirs.bool()), (L, ratio)
 
 
-def test_a_mask_that_leaves_nothing_visible_is_refused():
-    with pytest.raises(ValueError, match="no token visible"):  # int(4 * 0.1) = 0 kept
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(mask_ratio=0.9), "mask_ratio: 0.9 of 4 tokens .random mask. leaves no token visible"),
+    (dict(mask_ratio=1.0), r"mask_ratio: must be in \[0, 1\), got 1.0"),
+    (dict(mask_ratio=-0.1), r"mask_ratio: must be in \[0, 1\), got -0.1"),
+    (dict(mask_type="tubes"), "mask_type: expected 'tube' or 'random', got 'tubes'"),
+    (dict(mask_type="tube"), "mask_type: 'tube' needs a video model"),
+])
+def test_bad_masks_are_refused_when_the_model_is_built(kwargs, message):
+    """ConfigErrors, so a recipe reports them as one line under model.<key>, exit 2. The first:
+    MAE keeps int(4 * 0.1) = 0 of 4 tokens."""
+    with pytest.raises(ConfigError, match=message):
         MaskedAutoencoder(img_size=16, patch_size=8, embed_dim=8, depth=0, num_heads=1,
-                          decoder_embed_dim=8, decoder_depth=0, decoder_num_heads=1,
-                          mask_ratio=0.9)
+                          decoder_embed_dim=8, decoder_depth=0, decoder_num_heads=1, **kwargs)
 
 
 MEAN, STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
@@ -291,6 +299,13 @@ def test_norm_pix_loss_true_is_the_models_paper_and_bad_values_are_refused():
         MAEPretrainTask(norm_pix_loss="videomae", pixel_mean=[0.5] * 3)
     with pytest.raises(ConfigError, match="pixel_std: must be positive"):
         MAEPretrainTask(norm_pix_loss="videomae", pixel_mean=[0.5] * 3, pixel_std=[0.2, 0, 0.2])
+    with pytest.raises(ConfigError, match="pixel_std: expected a list of numbers"):
+        MAEPretrainTask(norm_pix_loss="videomae", pixel_mean=[0.5] * 3, pixel_std=0.2)
+    with pytest.raises(ConfigError, match="pixel_std: expected one value per channel"):
+        MAEPretrainTask(norm_pix_loss="videomae", pixel_mean=[0.5] * 3, pixel_std=[0.2] * 2)
+    with pytest.raises(ValueError, match="2 values for 3 channels"):  # a 2-channel recipe
+        task = MAEPretrainTask(norm_pix_loss="videomae", pixel_mean=[0.5] * 2, pixel_std=[0.2] * 2)
+        task.loss(video_model, {"video": torch.randn(2, 3, 4, 16, 16)})
 
 
 def test_eval_masks_do_not_touch_the_training_rng():

@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 from tubelet.models.layers import Block
 from tubelet.models.masking import gather_tubelets, num_hidden, random_mask, tube_mask
 from tubelet.models.vit import VisionTransformer, fixed_pos_table
-from tubelet.registry import MODELS
+from tubelet.registry import MODELS, ConfigError
 
 
 class MAEDecoder(nn.Module):
@@ -70,10 +70,13 @@ class MaskedAutoencoder(nn.Module):
                  mask_type: str | None = None, mask_ratio: float = 0.75) -> None:
         super().__init__()
         self.mask_type = mask_type or ("tube" if num_frames > 1 else "random")
+        # ConfigErrors: a recipe's model node reports them as "model.<key>: ...", exit 2
         if self.mask_type not in ("tube", "random"):
-            raise ValueError(f"mask_type must be 'tube' or 'random', got {mask_type!r}")
+            raise ConfigError(f"mask_type: expected 'tube' or 'random', got {mask_type!r}")
         if self.mask_type == "tube" and num_frames == 1:
-            raise ValueError("mask_type='tube' needs a video model (num_frames > 1)")
+            raise ConfigError("mask_type: 'tube' needs a video model (num_frames > 1)")
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ConfigError(f"mask_ratio: must be in [0, 1), got {mask_ratio}")
         self.mask_ratio = mask_ratio
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
         self.encoder = VisionTransformer(
@@ -87,8 +90,8 @@ class MaskedAutoencoder(nn.Module):
         patch_dim = in_chans * tubelet_size * patch_size * patch_size
         hidden = num_hidden(self.mask_type, self.encoder.patch_embed.grid_size, mask_ratio)
         if hidden == self.num_patches:  # MAE's keep count can round down to nothing
-            raise ValueError(f"mask_ratio {mask_ratio} of {self.num_patches} tokens "
-                             f"({self.mask_type} mask) leaves no token visible")
+            raise ConfigError(f"mask_ratio: {mask_ratio} of {self.num_patches} tokens "
+                              f"({self.mask_type} mask) leaves no token visible")
         self.decoder = MAEDecoder(
             grid_size=self.encoder.patch_embed.grid_size,
             num_prefix_tokens=self.encoder.num_prefix_tokens, embed_dim=decoder_embed_dim,

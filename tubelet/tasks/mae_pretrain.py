@@ -88,6 +88,10 @@ def _pixel_stats(mean: Sequence[float] | None, std: Sequence[float] | None
                           f"normalize mean/std, undone before the targets)")
     if mean is None:
         return None, None
+    for key, values in (("pixel_mean", mean), ("pixel_std", std)):
+        if not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, (int, float)) for v in values):
+            raise ConfigError(f"{key}: expected a list of numbers, one per channel, got {values!r}")
     if len(mean) != len(std) or not len(mean):
         raise ConfigError(f"pixel_std: expected one value per channel like pixel_mean "
                           f"{list(mean)}, got {list(std)}")
@@ -127,13 +131,14 @@ class MAEPretrainTask(Task):
         self.register_buffer("pixel_std", std, persistent=False)
         self.val_loss = MeanMetric()
         self._eval_batches = 0
+        self._warned = False
 
     def target_norm(self, model: nn.Module) -> str:
         """The normalisation in use for `model`: "mae", "videomae" or "none"."""
         if self.norm_pix_loss != "auto":
             return self.norm_pix_loss
         norm = "videomae" if model.encoder.patch_embed.is_video else "mae"
-        if norm == "videomae" and self.pixel_std is None and not getattr(self, "_warned", False):
+        if norm == "videomae" and self.pixel_std is None and not self._warned:
             self._warned = True  # say it once, not every step
             log.warning("task.norm_pix_loss: true on a video model is VideoMAE's target, which "
                         "VideoMAE computes on unnormalised pixels; without task.pixel_mean/"
