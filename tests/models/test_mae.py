@@ -250,7 +250,8 @@ def test_targets_follow_each_references_formula_on_low_contrast_clips():
     v = reference_patches(video, flat=False)
     before = ((v - v.mean(-2, keepdim=True)) / (v.var(-2, keepdim=True) + 1e-6).sqrt()).flatten(2)
     assert (before - ref_videomae).abs().max() > 1e-3
-    hidden = mae_targets(video, norm_pix="videomae", pixel_mean=MEAN, pixel_std=STD, mask=mask, **kw)
+    hidden = mae_targets(video, norm_pix="videomae", pixel_mean=MEAN, pixel_std=STD, mask=mask,
+                         **kw)
     assert torch.equal(hidden, videomae[mask].reshape(2, 4, -1))
     raw = mae_targets(video, norm_pix="none", mask=mask, **kw)
     assert torch.equal(raw, reference_patches(video)[mask].reshape(2, 4, -1))

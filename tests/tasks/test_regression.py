@@ -105,13 +105,14 @@ def test_gaze_pitchyaw_views_are_averaged_as_directions():
     # two views 10 degrees either side in yaw: their mean direction is the target exactly
     py = torch.tensor([[0.0, math.radians(10)], [0.0, math.radians(-10)]])
     task = GazeTask(output="pitchyaw")
-    task.eval_step(Fixed(), {"video": py, "target": target.expand(2, 3), "index": torch.tensor([4, 4])})
+    same = torch.tensor([4, 4])  # one video, two views
+    task.eval_step(Fixed(), {"video": py, "target": target.expand(2, 3), "index": same})
     assert task.compute_metrics()["angular_error"] < 1e-3
     # yaw near +-180 degrees: a mean of angles would point backwards, the mean direction does not
     back = torch.tensor([[0.0, 0.0, 1.0]])
     py = torch.tensor([[0.0, math.radians(170)], [0.0, math.radians(-170)]])
     task.reset_metrics()
-    task.eval_step(Fixed(), {"video": py, "target": back.expand(2, 3), "index": torch.tensor([4, 4])})
+    task.eval_step(Fixed(), {"video": py, "target": back.expand(2, 3), "index": same})
     assert task.compute_metrics()["angular_error"] < 1e-3
 
 
