@@ -114,7 +114,7 @@ def _data_check(args: argparse.Namespace) -> int:
             num_bad += report(dataset, name=f"data.{split}", num_items=args.items,
                               verify_files=args.verify)
     if num_bad:
-        raise ConfigError(f"data: {num_bad} missing, corrupt or inexactly decoded files (listed above)")
+        raise ConfigError(f"data: {num_bad} missing or corrupt files (listed above)")
     return 0
 
 

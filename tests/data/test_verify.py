@@ -63,7 +63,7 @@ def test_verify_lists_the_files_a_backend_refuses_or_gets_wrong(mixed_recipe, ca
     recipe, files = mixed_recipe
     code = _check(recipe, f"data.train.backend={backend}", f"data.val.backend={backend}")
     out, err = capsys.readouterr()
-    assert code == 2 and "inexactly decoded files" in err
+    assert code == 2 and "missing or corrupt files (listed above)" in err
     lines = _lines(out)
     for name in ("h264_bframes.avi", "mpeg4_bframes.avi"):
         assert f"refused by {backend}:" in lines[name] and "B-frames in AVI" in lines[name]
