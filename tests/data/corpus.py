@@ -134,6 +134,8 @@ CASES: dict[str, Case] = {
                                               options={"g": "12"})),
     "audio_first.mp4": Case("mp4", "h264", "pyav", "audio stream listed and muxed first",
                             lambda p: _pyav(p, "libx264", options=X264_B, audio_first=True)),
+    "mpeg4.avi": Case("avi", "mpeg4", "pyav", "MPEG-4 Part 2, no B-frames: timestamps usable",
+                      lambda p: _pyav(p, "mpeg4", fmt="avi", b_frames=0, options={"g": "12"})),
     # The cases of issue 9.
     "mpeg4_bframes.avi": Case("avi", "mpeg4", "pyav", "MPEG-4 Part 2, B-frames, not packed",
                               lambda p: _pyav(p, "mpeg4", fmt="avi", b_frames=2,
