@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from data.corpus import CASES, has_ffmpeg, reference, write_corpus
-from tubelet.data.decode import (AVI_B_FRAMES, EDIT_LIST, MULTI_VIDEO, OPEN_GOP, ROTATED,
-                                 START_OFFSET, VFR, DecodeError, backend_available, decode_frames,
-                                 probe)
+from tubelet.data.decode import (AVI_B_FRAMES, EDIT_LIST, MULTI_VIDEO, NON_IDR_KEYS, OPEN_GOP,
+                                 ROTATED, START_OFFSET, VFR, DecodeError, backend_available,
+                                 decode_frames, probe)
 
 # What probe() must find in each case (a subset of its traits) and the PyAV path it picks.
 EXPECTED = {"mpeg4_bframes.avi": (AVI_B_FRAMES, "sequential"),
@@ -21,11 +21,11 @@ EXPECTED = {"mpeg4_bframes.avi": (AVI_B_FRAMES, "sequential"),
             "vfr_dropped.mp4": (VFR, "table"), "vfr_25to10.mkv": (VFR, "table"),
             "edit_list_cut.mp4": (EDIT_LIST, "grid"), "mpeg2.ts": (START_OFFSET, "grid"),
             "rotated.mp4": (ROTATED, "grid"), "two_streams.mkv": (MULTI_VIDEO, "grid"),
-            "hevc.mp4": (OPEN_GOP, "grid")}
+            "hevc.mp4": (OPEN_GOP, "grid"), "h264_open_gop.mkv": (NON_IDR_KEYS, "grid")}
 # A backend that returns a wrong frame (or fails on one index only) on a file it does not
-# refuse: measured, shown here as a strict xfail so that a fix is noticed.
-KNOWN_WRONG = {("decord", "h264_open_gop.mkv"): "returns frame 38 for the last frame, 39",
-               ("torchcodec", "h264_open_gop.mkv"): "cannot decode the last frame, 39"}
+# refuse, once measured, goes here: shown as an xfail that fails when it is fixed. (Empty since
+# H.264 keyframes without IDR are found by probe(): decord returned frame 38 for 39 there.)
+KNOWN_WRONG: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="session")

@@ -67,10 +67,8 @@ def test_verify_lists_the_files_a_backend_refuses_or_gets_wrong(mixed_recipe, ca
     lines = _lines(out)
     for name in ("h264_bframes.avi", "mpeg4_bframes.avi"):
         assert f"refused by {backend}:" in lines[name] and "B-frames in AVI" in lines[name]
-    # The case neither backend decodes exactly though nothing marks it (tests/data/test_corpus.py
-    # KNOWN_WRONG): --verify is how a user finds it.
-    assert "DIFFERS at frame 39" in lines["h264_open_gop.mkv"] or \
-        "refused by" in lines["h264_open_gop.mkv"]
+    assert "refused by" in lines["h264_open_gop.mkv"]
+    assert "H.264 keyframes without IDR" in lines["h264_open_gop.mkv"]
     for name in ("h264.mp4", "vp9.webm", "two_streams.mkv"):
         assert ": exact [" in lines[name]
     assert all(CASES[name].container.split(",")[0][:3] in lines[name] for name in files

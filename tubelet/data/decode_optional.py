@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tubelet.data.decode import (AVI_B_FRAMES, DEEP_OR_ODD, EDIT_LIST, OPEN_GOP, ROTATED,
-                                 START_OFFSET, UNTRUSTED_PTS, VFR, DecodeError, VideoInfo,
+from tubelet.data.decode import (AVI_B_FRAMES, DEEP_OR_ODD, EDIT_LIST, NON_IDR_KEYS, OPEN_GOP,
+                                 ROTATED, START_OFFSET, UNTRUSTED_PTS, VFR, DecodeError, VideoInfo,
                                  _check_indices, _check_range, probe)
 
 # Measured with torchcodec 0.12.0 on FFmpeg 5.1 and decord 0.6.0 (tests/data/test_backends.py).
@@ -23,10 +23,11 @@ from tubelet.data.decode import (AVI_B_FRAMES, DEEP_OR_ODD, EDIT_LIST, OPEN_GOP,
 REFUSE = {
     # Wrong frames: AVI B-frames (decode-order timestamps), MPEG-TS start offset; RGB differs
     # by up to 47/255 on 10-bit and odd-sized frames (another conversion).
-    "torchcodec": UNTRUSTED_PTS | AVI_B_FRAMES | START_OFFSET | DEEP_OR_ODD,
+    # After a seek to an H.264 keyframe that is not an IDR picture, a frame is missing.
+    "torchcodec": UNTRUSTED_PTS | AVI_B_FRAMES | START_OFFSET | DEEP_OR_ODD | NON_IDR_KEYS,
     # As torchcodec, and also wrong on edit lists and open GOPs; fails on rotated files.
-    "decord": UNTRUSTED_PTS | AVI_B_FRAMES | START_OFFSET | DEEP_OR_ODD | EDIT_LIST | OPEN_GOP
-    | ROTATED,
+    "decord": UNTRUSTED_PTS | AVI_B_FRAMES | START_OFFSET | DEEP_OR_ODD | NON_IDR_KEYS
+    | EDIT_LIST | OPEN_GOP | ROTATED,
 }
 ROTATES = {"torchcodec": True, "decord": False}  # whether it applies the display matrix itself
 # torchcodec's "approximate" seek mode maps index -> time by the header's rate: wrong on these,

@@ -27,10 +27,12 @@ ROTATED = 32       # display matrix rotates the picture
 MULTI_VIDEO = 64   # more than one video stream
 OPEN_GOP = 128     # frames after a keyframe in decode order shown before it (leading frames)
 DEEP_OR_ODD = 256  # more than 8 bits or an odd width/height: RGB conversions differ
+NON_IDR_KEYS = 512  # H.264 keyframes that are not IDR pictures (x264 open-gop=1)
 TRAIT_NAMES = {UNTRUSTED_PTS: "timestamps not usable", AVI_B_FRAMES: "B-frames in AVI",
                VFR: "variable frame rate", EDIT_LIST: "edit list", START_OFFSET: "non-zero start",
                ROTATED: "rotated", MULTI_VIDEO: "several video streams", OPEN_GOP: "open GOP",
-               DEEP_OR_ODD: "high bit depth or odd size"}
+               DEEP_OR_ODD: "high bit depth or odd size",
+               NON_IDR_KEYS: "H.264 keyframes without IDR"}
 # Containers that store no presentation timestamps (FFmpeg makes them up in decode order) and
 # codecs whose frames may be reordered (B-frames) or whose decoder honours skip_frame per packet.
 NO_PTS_FORMATS = {"avi", "h264", "hevc", "m4v", "mpegvideo", "cavsvideo", "vc1"}
@@ -128,8 +130,11 @@ def _probe(container: av.container.InputContainer, stream: av.video.stream.Video
     decode_all = (container.format.name in NO_PTS_FORMATS and codec.name in REORDERING_CODECS)
     pts: list[int] = []
     num_packets = discarded = num_decoded = 0
-    missing_pts = b_frames = open_gop = False
+    missing_pts = b_frames = open_gop = non_idr = False
     first, key_pts = None, None
+    extradata = codec.extradata or b""
+    # avcC (MP4, MKV): NAL units prefixed by their length; else Annex B start codes.
+    nal_size = (extradata[4] & 3) + 1 if extradata[:1] == b"\x01" and len(extradata) > 4 else 0
     for packet in container.demux(stream):
         if packet.size > 0:
             num_packets += 1
@@ -141,6 +146,7 @@ def _probe(container: av.container.InputContainer, stream: av.video.stream.Video
                 pts.append(packet.pts)
                 if packet.is_keyframe:
                     key_pts = packet.pts
+                    non_idr |= codec.name == "h264" and not _h264_idr(bytes(packet), nal_size)
                 elif key_pts is not None and packet.pts < key_pts:
                     open_gop = True
         if first is None or decode_all:
@@ -155,6 +161,7 @@ def _probe(container: av.container.InputContainer, stream: av.video.stream.Video
     traits = (ROTATED if rotation else 0) | (EDIT_LIST if discarded else 0)
     traits |= MULTI_VIDEO if len(container.streams.video) > 1 else 0
     traits |= OPEN_GOP if open_gop and not decode_all else 0
+    traits |= NON_IDR_KEYS if non_idr else 0
     deep = any(c.bits > 8 for c in first.format.components)
     traits |= DEEP_OR_ODD if deep or first.width % 2 or first.height % 2 else 0
     if decode_all and (b_frames or num_decoded != num_packets):
@@ -176,6 +183,24 @@ def _probe(container: av.container.InputContainer, stream: av.video.stream.Video
         traits |= START_OFFSET
     return VideoInfo(num_frames=len(pts), fps=fps, height=height, width=width,
                      stream=stream.index, rotation=rotation, first_pts=pts[0], traits=traits)
+
+
+def _h264_idr(data: bytes, nal_size: int) -> bool:
+    """Whether an H.264 keyframe packet holds an IDR picture (NAL type 5). A keyframe that does
+    not (x264's open-gop=1: an I picture with a recovery point) lets frames after it refer to
+    frames before it; decoders seeking to it may drop or miss frames."""
+    types = []
+    if nal_size:
+        i = 0
+        while i + nal_size < len(data):
+            types.append(data[i + nal_size] & 0x1F)
+            i += nal_size + int.from_bytes(data[i:i + nal_size], "big")
+    else:
+        i = data.find(b"\x00\x00\x01")
+        while 0 <= i < len(data) - 3:
+            types.append(data[i + 3] & 0x1F)
+            i = data.find(b"\x00\x00\x01", i + 3)
+    return 5 in types or not types  # no NAL found: not H.264 as we know it, do not judge
 
 
 def _count_frames(path: str | os.PathLike, index: int) -> int:
