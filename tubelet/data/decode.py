@@ -40,9 +40,9 @@ import torch
 from av.video.reformatter import VideoReformatter
 
 from tubelet.data.video_probe import (  # noqa: F401  (re-exported: the public names live here)
-    AVI_B_FRAMES, DEEP_OR_ODD, EDIT_LIST, MULTI_VIDEO, NON_IDR_KEYS, OPEN_GOP, ROTATED, SKIP_NONREF_CODECS,
-    START_OFFSET, TRAIT_NAMES, UNTRUSTED_PTS, VFR, DecodeError, VideoInfo, _index, _open,
-    _video_stream, probe)
+    AVI_B_FRAMES, DEEP_OR_ODD, EDIT_LIST, MULTI_VIDEO, NON_IDR_KEYS, OPEN_GOP, ROTATED,
+    SKIP_NONREF_CODECS, START_OFFSET, TRAIT_NAMES, UNTRUSTED_PTS, VFR, DecodeError, VideoInfo,
+    _index, _open, _video_stream, probe)
 from tubelet.registry import ConfigError, did_you_mean
 
 
