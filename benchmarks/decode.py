@@ -6,10 +6,10 @@ torchcodec (when installed), and against the bound set by the codec itself.
 It writes its own H.264 test videos with PyAV (340x256 with keyframe interval 250 and 16, and
 one 1280x720) and an MPEG-4 Part 2 AVI with B-frames (UCF101's kind: no usable timestamps, so
 our loader decodes it from the start), then loads 16-frame stride-4 clips at seeded random
-starts, single-threaded, with the loaders interleaved rep by rep; it reports the median clips/s of each. The bound for
-a clip is (frames from the keyframe before its first frame to its last frame) / (the file's
-sequential decode rate, frames/s, without RGB conversion): no loader that decodes H.264 can
-beat it (for the AVI, from frame 0: the keyframes there cannot be placed without decoding).
+starts, single-threaded, with the loaders interleaved rep by rep; it reports the median
+clips/s of each. The bound for a clip is (frames from the keyframe before its first frame to
+its last frame) / (the file's sequential decode rate, frames/s, without RGB conversion): no
+loader that decodes the codec can beat it (for the AVI, from frame 0: the keyframes there cannot be placed without decoding).
 Each loader gets the file's `probe()` result, as the datasets pass it from the metadata index.
 A backend that refuses a file (DecodeError: it cannot decode it exactly) is left out of its
 row. The last line gives the ratios.
