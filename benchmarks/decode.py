@@ -10,9 +10,9 @@ starts, single-threaded, with the loaders interleaved rep by rep; it reports the
 clips/s of each. The bound for a clip is (frames from the keyframe before its first frame to
 its last frame) / (the file's sequential decode rate, frames/s, without RGB conversion): no
 loader that decodes the codec can beat it (for the AVI, from frame 0: the keyframes there
-cannot be placed without decoding). Each loader gets the file's `probe()` result, as the datasets pass it from the metadata index.
-A backend that refuses a file (DecodeError: it cannot decode it exactly) is left out of its
-row. The last line gives the ratios.
+cannot be placed without decoding). Each loader gets the file's `probe()` result, as the
+datasets pass it from the metadata index. A backend that refuses a file (DecodeError: it
+cannot decode it exactly) is left out of its row. The last line gives the ratios.
 """
 from __future__ import annotations
 
