@@ -3,6 +3,9 @@ rate, displayed size, and how the PyAV path can find a frame, in a few fixed-siz
 (`VideoInfo`, one per video in the metadata index). Demuxes every packet once, without decoding
 (except the first frame, for rotation and size, and AVI files whose timestamps cannot be
 trusted, which are decoded once to count their frames).
+
+The metadata index caches these results while a file's size and mtime are unchanged: a change to
+what probe() finds or records must bump metadata.INDEX_VERSION, or old entries keep old traits.
 """
 from __future__ import annotations
 
