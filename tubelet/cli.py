@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("recipe", type=Path)
     check.add_argument("overrides", nargs="*", help="dotted.key=value, value read as YAML")
     check.add_argument("--items", type=int, default=16, help="items to time per split")
+    check.add_argument("--verify", type=int, default=0, metavar="N",
+                       help="compare N seeded files' fast decode with a full sequential decode")
     return p
 
 
@@ -109,7 +111,8 @@ def _data_check(args: argparse.Namespace) -> int:
         node = (cfg.get("data") or {}).get(split)
         if node:
             dataset, _ = build.build_dataset(node, key=f"data.{split}")
-            num_bad += report(dataset, name=f"data.{split}", num_items=args.items)
+            num_bad += report(dataset, name=f"data.{split}", num_items=args.items,
+                              verify_files=args.verify)
     if num_bad:
         raise ConfigError(f"data: {num_bad} missing or corrupt files (listed above)")
     return 0

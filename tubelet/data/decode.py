@@ -1,22 +1,37 @@
 """Video and image decoding: probe a file's metadata and decode a chosen set of frames.
 
-`decode_frames(path, indices, backend=...)` returns exactly the frames at `indices`, as uint8
-RGB (T, H, W, C). Backends: "pyav" (default, always installed), "torchcodec" and "decord" (when
-installed). Every failure (missing, empty, truncated or undecodable file, or a frame the file
-does not have) raises `DecodeError` with the path in its message, so a loader can count and
-report bad clips.
+One definition of a frame index, everywhere: index k is the k-th frame, in presentation order,
+that a full sequential decode of the file's best video stream yields (the stream FFmpeg's
+`av_find_best_stream` picks), shown as players show it (the display matrix's rotation applied).
+`probe()` counts frames by that definition and every backend returns frames by it, or refuses
+the file with a `DecodeError` that says why.
 
-The PyAV path seeks to the keyframe before the first wanted frame, decodes forward only to the
-last wanted frame, and converts only the kept frames to RGB with one reused swscale context
-(`frame.to_ndarray(format=...)` builds a new one per frame, which costs more than decoding
-small frames).
+`decode_frames(path, indices, backend=..., info=...)` returns exactly the frames at `indices`,
+as uint8 RGB (T, H, W, C). Backends: "pyav" (default, always installed), "torchcodec" and
+"decord" (optional; see decode_optional.py). Every failure (missing, empty, truncated or
+undecodable file, a frame the file does not have, a file a backend cannot decode exactly)
+raises `DecodeError` with the path in its message, so a loader can count and report bad clips.
+
+How the PyAV path stays exact and fast. `probe()` demuxes the packets once (no decoding,
+except the first frame for its rotation and size) and records, in a few fixed-size scalars of
+`VideoInfo`, how a frame's index can be found:
+- "grid": every packet has a timestamp and the sorted timestamps sit on a constant-rate grid:
+  index = round((pts - first_pts) * time_base * fps). Seek to the keyframe before the first
+  wanted frame and decode forward to the last. Most MP4/MKV/WebM/TS files.
+- "table": timestamps are trusted but the rate varies (phone video, concatenated segments):
+  the decoder demuxes the packets again to list the timestamps in order (variable-length data
+  is re-derived from the file, never stored), then seeks as above.
+- "sequential": timestamps cannot be trusted (AVI with B-frames: AVI stores none, and the ones
+  FFmpeg makes up follow decode order; packets without or with repeated timestamps): decode
+  from the start and count frames as they come out. Exact by definition, slower.
+After a seek, frames that come out before the first keyframe (an open GOP's leading frames,
+decoded without their references) are never kept; when the seek lands after the first wanted
+frame, or a frame's timestamp is off the grid/table, it decodes sequentially instead.
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
-from fractions import Fraction
 from typing import Callable, Sequence
 
 import av
@@ -24,67 +39,11 @@ import numpy as np
 import torch
 from av.video.reformatter import VideoReformatter
 
+from tubelet.data.video_probe import (  # noqa: F401  (re-exported: the public names live here)
+    AVI_B_FRAMES, DEEP_OR_ODD, EDIT_LIST, MULTI_VIDEO, NON_IDR_KEYS, OPEN_GOP, ROTATED,
+    SKIP_NONREF_CODECS, START_OFFSET, TRAIT_NAMES, UNTRUSTED_PTS, VFR, DecodeError, VideoInfo,
+    _index, _open, _video_stream, probe)
 from tubelet.registry import ConfigError, did_you_mean
-
-
-class DecodeError(Exception):
-    """A video could not be opened or decoded, or lacks a requested frame."""
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    num_frames: int
-    fps: float
-    height: int
-    width: int
-
-
-def _open(path: str | os.PathLike) -> av.container.InputContainer:
-    # Checked up front because FFmpeg's messages for these cases are cryptic.
-    if not os.path.isfile(path):
-        raise DecodeError(f"{os.fspath(path)}: no such file")
-    if os.path.getsize(path) == 0:
-        raise DecodeError(f"{os.fspath(path)}: empty file")
-    try:
-        return av.open(os.fspath(path))
-    except av.FFmpegError as err:
-        raise DecodeError(f"{os.fspath(path)}: cannot open: {err}") from err
-
-
-def _video_stream(container: av.container.InputContainer,
-                  path: str | os.PathLike) -> av.video.stream.VideoStream:
-    if not container.streams.video:
-        raise DecodeError(f"{os.fspath(path)}: no video stream")
-    stream = container.streams.video[0]
-    # Loader workers already decode in parallel; codec threads would only oversubscribe the cores.
-    stream.codec_context.thread_count = 1
-    return stream
-
-
-def _fps(stream: av.video.stream.VideoStream, path: str | os.PathLike) -> Fraction:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not rate:
-        raise DecodeError(f"{os.fspath(path)}: unknown frame rate")
-    return Fraction(rate)
-
-
-def probe(path: str | os.PathLike) -> VideoInfo:
-    """Frame count, frame rate and size from the container metadata (no decoding)."""
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        fps = _fps(stream, path)
-        num_frames = stream.frames
-        try:
-            if num_frames == 0:
-                # Some containers (e.g. AVI from some muxers, WebM) omit the count; packets are
-                # one frame each for video, and demuxing without decoding is cheap.
-                num_frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
-        except av.FFmpegError as err:
-            raise DecodeError(f"{os.fspath(path)}: cannot demux: {err}") from err
-        height, width = stream.codec_context.height, stream.codec_context.width
-    if num_frames <= 0:
-        raise DecodeError(f"{os.fspath(path)}: no frames")
-    return VideoInfo(num_frames=num_frames, fps=float(fps), height=height, width=width)
 
 
 def _check_indices(indices: Sequence[int]) -> list[int]:
@@ -95,107 +54,134 @@ def _check_indices(indices: Sequence[int]) -> list[int]:
     return sorted(set(int(i) for i in indices))
 
 
-def decode_pyav(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
-    """Decode the frames at `indices` (any order, repeats allowed) as uint8 RGB (T, H, W, C)."""
+def _check_range(path: str | os.PathLike, wanted: list[int], info: VideoInfo) -> None:
+    if wanted[-1] >= info.num_frames:
+        raise DecodeError(f"{os.fspath(path)}: frame {wanted[-1]} not found; the video has "
+                          f"{info.num_frames} frames")
+
+
+def decode_pyav(path: str | os.PathLike, indices: Sequence[int], *,
+                info: VideoInfo | None = None) -> torch.Tensor:
+    """Decode the frames at `indices` (any order, repeats allowed) as uint8 RGB (T, H, W, C).
+    `info` is the file's `probe()` (probed here when not given)."""
     wanted = _check_indices(indices)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        try:
-            frames = _decode_sorted(container, stream, wanted, path, seek=wanted[0] > 0)
-        except av.FFmpegError as err:
-            raise DecodeError(f"{os.fspath(path)}: cannot decode: {err}") from err
+    info = info if info is not None else probe(path)
+    _check_range(path, wanted, info)
+    try:
+        frames = None
+        if info.mode != "sequential":
+            with _open(path) as container:
+                frames = _decode_seeking(container, _video_stream(container, path, info.stream),
+                                         wanted, info)
+        if frames is None:  # no usable timestamps, or the seek could not be trusted
+            with _open(path) as container:
+                frames = _decode_sequential(container,
+                                            _video_stream(container, path, info.stream),
+                                            wanted, info)
+    except av.FFmpegError as err:
+        raise DecodeError(f"{os.fspath(path)}: cannot decode: {err}") from err
     missing = [i for i in wanted if i not in frames]
     if missing:
-        # Usually an index past the real end: container metadata can overstate the frame count.
+        # A file cut or damaged after it was probed, or a decoder that drops frames.
         raise DecodeError(f"{os.fspath(path)}: frame {missing[0]} not found; decoding stopped at "
                           f"frame {max(frames, default=-1)}")
     return torch.from_numpy(np.stack([frames[int(i)] for i in indices]))  # (T, H, W, C)
 
 
-def _decode_sorted(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
-                   wanted: list[int], path: str | os.PathLike, *,
-                   seek: bool) -> dict[int, np.ndarray]:
-    """Decode forward from the keyframe before wanted[0] up to wanted[-1]; {index: (H, W, C)}."""
-    fps = _fps(stream, path)
-    time_base = stream.time_base
-    start_pts = stream.start_time or 0
-    if seek:
-        # Aim half a frame early so rounding never lands the target after the frame we want.
-        target = start_pts + math.floor((wanted[0] - Fraction(1, 2)) / fps / time_base)
-        container.seek(max(target, start_pts), stream=stream, backward=True, any_frame=False)
-    keep = set(wanted)
-    frames: dict[int, np.ndarray] = {}
+def _to_rgb(reformatter: VideoReformatter, frame: av.VideoFrame, rotation: int) -> np.ndarray:
+    rgb = reformatter.reformat(frame, format="rgb24").to_ndarray()  # (H, W, C)
+    return np.ascontiguousarray(np.rot90(rgb, rotation // 90)) if rotation else rgb
+
+
+def _decode_sequential(container: av.container.InputContainer,
+                       stream: av.video.stream.VideoStream, wanted: list[int],
+                       info: VideoInfo) -> dict[int, np.ndarray]:
+    """Decode from the start, counting frames as they come out: the definition itself."""
+    keep, frames = set(wanted), {}
     reformatter = VideoReformatter()
-    codec = stream.codec_context
-    first = True
-    for packet in container.demux(stream):
-        # A packet whose frame we do not keep may be dropped by the decoder if no other frame
-        # refers to it (B-frames): about half the frames of a typical H.264 file.
-        skip = packet.pts is not None and _index(packet.pts, start_pts, time_base, fps) not in keep
-        codec.skip_frame = "NONREF" if skip else "DEFAULT"
-        for frame in codec.decode(packet):
-            pts = frame.pts if frame.pts is not None else frame.dts
-            if pts is None:
-                raise DecodeError(f"{os.fspath(path)}: frame without a timestamp")
-            # Index from the timestamp, not a counter: after a seek we do not know where we are.
-            index = _index(pts, start_pts, time_base, fps)
-            if first and seek and index > wanted[0]:
-                # The seek overshot (a broken index in the file). The only backward seek we
-                # ever make: back to the start, from where decoding forward is always right.
-                codec.flush_buffers()
-                container.seek(start_pts, stream=stream, backward=True, any_frame=False)
-                return _decode_sorted(container, stream, wanted, path, seek=False)
-            first = False
-            if index in keep and index not in frames:
-                frames[index] = reformatter.reformat(frame, format="rgb24").to_ndarray()  # (H,W,C)
-            if index >= wanted[-1]:
-                return frames
+    for index, frame in enumerate(container.decode(stream)):
+        if index in keep:
+            frames[index] = _to_rgb(reformatter, frame, info.rotation)
+        if index >= wanted[-1]:
+            break
     return frames
 
 
-def _index(pts: int, start_pts: int, time_base: Fraction, fps: Fraction) -> int:
-    return round((pts - start_pts) * time_base * fps)
+def _timestamps(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                info: VideoInfo) -> tuple[Callable[[int], int | None], list[int]]:
+    """(pts -> frame index, None when not a frame of this file; a "table" file's timestamps in
+    order, [] for "grid")."""
+    if info.mode == "grid":
+        scale = float(stream.time_base) * info.fps
+        return (lambda pts: _index(pts, info.first_pts, scale)), []
+    table = sorted(p.pts for p in container.demux(stream)
+                   if p.size > 0 and not p.is_discard and p.pts is not None)
+    positions = {pts: k for k, pts in enumerate(table)}
+    return positions.get, table
 
 
-def decode_torchcodec(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
-    """Decode the frames at `indices` (any order, repeats allowed) as uint8 RGB (T, H, W, C)."""
-    from torchcodec.decoders import VideoDecoder  # optional extra
-    _check_indices(indices)  # torchcodec would read a negative index from the end
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        raise DecodeError(f"{os.fspath(path)}: no such file or empty")
-    try:
-        # "approximate" maps an index to a timestamp by the header's frame rate, as decode_pyav
-        # does, at no cost on open. "exact" first demuxes the whole file to list every frame: up
-        # to 1.35x more clips/s on the benchmark's 5-10 s videos (with B-frames, approximate mode
-        # re-decodes a GOP for frames just before a keyframe), but 3.7x fewer on a 10-minute one.
-        decoder = VideoDecoder(os.fspath(path), seek_mode="approximate", dimension_order="NHWC",
-                               num_ffmpeg_threads=1)  # workers already run in parallel
-        # One batch call: torchcodec sorts the indices, decodes them going forward, copies
-        # repeats, and returns them in the order asked for.
-        return decoder.get_frames_at([int(i) for i in indices]).data  # (T, H, W, C)
-    except (RuntimeError, ValueError, IndexError) as err:
-        raise DecodeError(f"{os.fspath(path)}: {err}") from err
+def _decode_seeking(container: av.container.InputContainer,
+                    stream: av.video.stream.VideoStream, wanted: list[int],
+                    info: VideoInfo) -> dict[int, np.ndarray] | None:
+    """Seek to the keyframe before wanted[0], decode forward to wanted[-1]; {index: (H,W,C)},
+    or None when this cannot be trusted (the caller then decodes sequentially)."""
+    index_of, table = _timestamps(container, stream, info)
+    seek = wanted[0] > 0
+    if table:
+        if len(table) != info.num_frames:
+            return None  # the file changed since it was probed
+        # Listing the timestamps read the file to its end: go back to where we need to be.
+        container.seek(table[wanted[0]], stream=stream, backward=True, any_frame=False)
+        seek = True
+    elif seek:
+        # Aim half a frame early so rounding never lands the target after the frame we want.
+        offset = math.floor((wanted[0] - 0.5) / info.fps / float(stream.time_base))
+        container.seek(info.first_pts + offset, stream=stream, backward=True, any_frame=False)
+    keep, frames = set(wanted), {}
+    reformatter = VideoReformatter()
+    codec = stream.codec_context
+    skip_ok = codec.name in SKIP_NONREF_CODECS
+    seen_key = not seek
+    for packet in container.demux(stream):
+        if skip_ok:
+            # A packet whose frame we do not keep may be dropped by the decoder if no other
+            # frame refers to it (B-frames): about half the frames of a typical H.264 file.
+            index = index_of(packet.pts) if packet.pts is not None else None
+            codec.skip_frame = "NONREF" if index is not None and index not in keep else "DEFAULT"
+        for frame in codec.decode(packet):
+            index = index_of(frame.pts) if frame.pts is not None else None
+            if index is None:
+                return None
+            if not seen_key:
+                # Frames before the first keyframe after a seek may lack their references (an
+                # open GOP's leading frames): never keep them, and never start after wanted[0].
+                if frame.key_frame and index <= wanted[0]:
+                    seen_key = True
+                elif index >= wanted[0]:
+                    return None
+                else:
+                    continue
+            if index in keep and index not in frames:
+                frames[index] = _to_rgb(reformatter, frame, info.rotation)
+            if index >= wanted[-1]:
+                return frames
+    # The stream ended first: a seek that landed badly (MPEG-TS seeks by bisecting the file),
+    # or frames that are not there; the sequential decode tells which.
+    return None
 
 
-def decode_decord(path: str | os.PathLike, indices: Sequence[int]) -> torch.Tensor:
-    import decord  # optional extra
-    _check_indices(indices)
-    if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        raise DecodeError(f"{os.fspath(path)}: no such file or empty")
-    try:
-        reader = decord.VideoReader(os.fspath(path), num_threads=1)
-        if max(indices) >= len(reader):
-            raise DecodeError(f"{os.fspath(path)}: frame {max(indices)} not found; the video "
-                              f"has {len(reader)} frames")
-        return torch.from_numpy(reader.get_batch(list(indices)).asnumpy())  # (T, H, W, C)
-    except (decord.DECORDError, RuntimeError) as err:  # an unopenable file is a RuntimeError
-        raise DecodeError(f"{os.fspath(path)}: {err}") from err
+def _optional(name: str) -> Callable[..., torch.Tensor]:
+    def decode(path: str | os.PathLike, indices: Sequence[int], *,
+               info: VideoInfo | None = None) -> torch.Tensor:
+        from tubelet.data import decode_optional  # imports the optional package
+        return decode_optional.decode(name, path, indices, info=info)
+    return decode
 
 
 BACKENDS: dict[str, tuple[str | None, Callable[..., torch.Tensor]]] = {
     "pyav": (None, decode_pyav),
-    "torchcodec": ("torchcodec", decode_torchcodec),
-    "decord": ("decord", decode_decord),
+    "torchcodec": ("torchcodec", _optional("torchcodec")),
+    "decord": ("decord", _optional("decord")),
 }
 
 
@@ -223,10 +209,11 @@ def backend_available(name: str) -> bool:
         return False
 
 
-def decode_frames(path: str | os.PathLike, indices: Sequence[int], *,
-                  backend: str = "pyav") -> torch.Tensor:
-    """The frames at `indices` (any order, repeats allowed) as uint8 RGB (T, H, W, C)."""
-    return BACKENDS[backend][1](path, indices)
+def decode_frames(path: str | os.PathLike, indices: Sequence[int], *, backend: str = "pyav",
+                  info: VideoInfo | None = None) -> torch.Tensor:
+    """The frames at `indices` (any order, repeats allowed) as uint8 RGB (T, H, W, C).
+    `info`: the file's `probe()` from the metadata index (probed here when not given)."""
+    return BACKENDS[backend][1](path, indices, info=info)
 
 
 def read_image(path: str | os.PathLike) -> torch.Tensor:

@@ -10,6 +10,7 @@ it as bad data and substitutes another sample.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from typing import Callable, Iterable, TypeVar
 from tubelet.data.decode import DecodeError, VideoInfo, probe
 
 log = logging.getLogger("tubelet")
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: VideoInfo gained stream, rotation, first_pts, traits (exact seeking)
 PARALLEL_ABOVE = 64  # files; below this a pool costs more than it saves
 T = TypeVar("T")
 R = TypeVar("R")
@@ -98,8 +99,7 @@ def video_infos(paths: list[Path], *, index_file: Path) -> list[VideoInfo | str]
         elif st[0] == 0:
             results[i] = f"{path}: empty file"
         elif entry is not None and entry[:2] == list(st):
-            results[i] = VideoInfo(num_frames=entry[2], fps=entry[3], height=entry[4],
-                                   width=entry[5])
+            results[i] = VideoInfo(*entry[2:])
         else:
             todo.append(i)
     if todo:
@@ -110,7 +110,7 @@ def video_infos(paths: list[Path], *, index_file: Path) -> list[VideoInfo | str]
     files = dict(cached)
     for p, st, r in zip(paths, stats, results):
         if isinstance(r, VideoInfo):
-            files[str(p)] = [*st, r.num_frames, r.fps, r.height, r.width]
+            files[str(p)] = [*st, *dataclasses.astuple(r)]
         else:
             files.pop(str(p), None)
     if files != cached:

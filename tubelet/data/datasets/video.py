@@ -76,7 +76,7 @@ class VideoDataset(ClipDataset):
                 raise DecodeError(f"{path}: frame {max(indices)} not found; {len(files)} images")
             frames = read_images([files[k] for k in indices])
         else:
-            frames = decode_frames(path, indices, backend=self.backend)
+            frames = decode_frames(path, indices, backend=self.backend, info=info)
         return frames.permute(3, 0, 1, 2)  # (T,H,W,C) -> (C,T,H,W)
 
 
