@@ -35,7 +35,7 @@ from tubelet.data.decode import DecodeError, VideoInfo, probe
 from tubelet.data.tables import PathTable, info_dtype
 
 log = logging.getLogger("tubelet")
-INDEX_VERSION = 2  # 1: JSON of per-path lists; 2: npz of flat arrays
+INDEX_VERSION = 3  # 1: JSON of per-path lists (2 was used for JSON too); 3: npz of flat arrays
 PARALLEL_ABOVE = 64  # files; below this a pool costs more than it saves
 STAT_DTYPE = np.dtype([("size", np.int64), ("mtime_ns", np.int64)])
 MISSING, EMPTY = -2, 0  # `size` of a file that does not exist / has no bytes
@@ -74,8 +74,7 @@ def _probe(path: Path) -> VideoInfo | str:
         frames = frame_files(path)
         if not frames:
             return f"{path}: frame folder without images"
-        return VideoInfo(**{**{f: 0 for f in info_dtype().names},
-                            "num_frames": len(frames), "fps": FRAMES_FPS})
+        return VideoInfo(num_frames=len(frames), fps=FRAMES_FPS, height=0, width=0)
     try:
         return probe(path)
     except DecodeError as err:

@@ -56,7 +56,8 @@ def write_webm_vp9(path: Path, frames: np.ndarray, *, fps: int, gop: int = 8) ->
 
 def _encode(path: Path, frames: np.ndarray, *, fmt: str, codec: str, fps: int, gop: int,
             max_b_frames: int | None, options: dict[str, str]) -> None:
-    with av.open(os.fspath(path), "w", format=fmt) as container:
+    # bitexact: no random segment UID or encoder string, so one seed gives the same bytes
+    with av.open(os.fspath(path), "w", format=fmt, options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"

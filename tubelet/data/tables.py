@@ -37,8 +37,11 @@ class PathTable(Sequence[Path]):
         self.prefix = common[:common.rfind(b"/") + 1]
         cut = len(self.prefix)
         lengths = np.fromiter((len(p) - cut for p in encoded), dtype=np.int64, count=len(encoded))
-        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.offsets[1:])
+        ends = np.cumsum(lengths)
+        # 4 bytes per offset while the buffer is under 4 GiB (always, short of ~40M videos)
+        wide = len(ends) and ends[-1] >= 2 ** 32
+        self.offsets = np.zeros(len(encoded) + 1, dtype=np.int64 if wide else np.uint32)
+        self.offsets[1:] = ends
         self.buffer = np.frombuffer(b"".join(p[cut:] for p in encoded), dtype=np.uint8)
 
     @classmethod
@@ -99,6 +102,8 @@ class SampleTable(Sequence[Sample]):
         sources: dict[str, int] = {}
         source_ids = np.fromiter((sources.setdefault(r[2], len(sources)) for r in rows),
                                  dtype=np.int32, count=len(rows))
+        if len(sources) < 2 ** 16:  # a few annotation files (HMDB51: 51): 2 bytes a sample
+            source_ids = source_ids.astype(np.uint16)
         lines = np.fromiter((r[3] for r in rows), dtype=np.int32, count=len(rows))
         kinds = {type(r[1]) for r in rows}
         if not rows or kinds == {type(None)}:
@@ -144,7 +149,8 @@ class SampleTable(Sequence[Sample]):
 
 _DTYPES = {"int": np.int64, "float": np.float64, "bool": np.bool_}
 # Narrower columns where the range is known: the index costs bytes per video in every rank.
-_NARROW = {"num_frames": np.int32, "height": np.int32, "width": np.int32}
+_NARROW = {"num_frames": np.int32, "height": np.int32, "width": np.int32, "stream": np.int16,
+           "rotation": np.int16, "traits": np.int32}
 
 
 def info_dtype() -> np.dtype:
