@@ -19,8 +19,9 @@ TINY_VIT = ["model.type=vit", "model.img_size=16", "model.patch_size=8", "model.
 
 
 def _gaze360(root):
-    data = [f"data.{s}.{k}={root / v}" for s in ("train", "val")
-            for k, v in (("root", "imgs"), ("annotations", f"{'train' if s == 'train' else 'validation'}.txt"))]
+    data = [f"data.train.root={root / 'imgs'}", f"data.val.root={root / 'imgs'}",
+            f"data.train.annotations={root / 'train.txt'}",
+            f"data.val.annotations={root / 'validation.txt'}"]
     return [*data, "data.batch_size=16", "data.train.num_frames=3", "data.val.num_frames=3",
             "data.train.transforms[0].size=16", "data.val.transforms[0].size=16",
             *TINY_VIT, "model.num_frames=3"]

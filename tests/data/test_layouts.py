@@ -15,7 +15,8 @@ from tubelet.data.synth_layouts import LAYOUTS, ensure_layout
 from tubelet.registry import DATASETS, ConfigError, build
 
 NUM_CLASSES = LAYOUT_PARAMS["num_classes"]
-TRAIN, TEST = (NUM_CLASSES * LAYOUT_PARAMS[k] for k in ("num_train_per_class", "num_test_per_class"))
+TRAIN = NUM_CLASSES * LAYOUT_PARAMS["num_train_per_class"]
+TEST = NUM_CLASSES * LAYOUT_PARAMS["num_test_per_class"]
 
 
 def _stream(path):

@@ -45,7 +45,8 @@ def test_path_table_round_trips_any_paths():
 
 def test_sample_table_targets_and_where():
     import torch
-    rows = [(Path("/x/a.mp4"), 2, "list.txt:{line}", 3), (Path("/x/b.mp4"), 0, "t.json:[{line}]", 0)]
+    rows = [(Path("/x/a.mp4"), 2, "list.txt:{line}", 3),
+            (Path("/x/b.mp4"), 0, "t.json:[{line}]", 0)]
     table = SampleTable.build(rows)
     assert [tuple(s) for s in table] == [(Path("/x/a.mp4"), 2, "list.txt:3"),
                                          (Path("/x/b.mp4"), 0, "t.json:[0]")]

@@ -102,7 +102,8 @@ def test_train_refuses_an_unlabelled_split_in_one_line(format_roots, tmp_path, s
     # data.train with subset: test slips past the dataset's own check; build refuses it
     train, val = (unlabelled, labelled) if split == "train" else (labelled, unlabelled)
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(RECIPE.format(train=json.dumps(train), val=json.dumps({**val, "subset": "test"})))
+    recipe.write_text(RECIPE.format(train=json.dumps(train),
+                                    val=json.dumps({**val, "subset": "test"})))
     proc = run_tubelet("train", str(recipe), f"run.dir={tmp_path / 'run'}", cwd=tmp_path,
                        check=False)
     assert proc.returncode == 2, proc.stderr

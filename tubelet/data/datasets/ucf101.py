@@ -76,5 +76,6 @@ class UCF101(VideoDataset):
         self.num_classes = len(self.classes)
         samples = read_list(list_file, videos=self.root / videos_dir, classes=self.classes)
         self.setup_videos(samples, source=list_file,
-                          index_file=default_index_file(index_file, splits), num_frames=num_frames, stride=stride, sampling=sampling,
+                          index_file=default_index_file(index_file, splits),
+                          num_frames=num_frames, stride=stride, sampling=sampling,
                           target_fps=target_fps, backend=backend)
