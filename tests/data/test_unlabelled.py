@@ -111,3 +111,27 @@ def test_train_refuses_an_unlabelled_split_in_one_line(format_roots, tmp_path, s
     assert lines[-1] == (f"error: data.{split}: {tmp_path / 'test.csv'} has no labels; training "
                          f"and metrics need them (an unlabelled split loads for prediction only)")
     assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_eval_refuses_an_unlabelled_val_split(format_roots, tmp_path):
+    """`tubelet eval` would score the model against labels the split does not have: refused."""
+    import torch
+
+    from tubelet.build import build_model
+    from tubelet.config import load_config
+    nodes = _unlabelled_nodes(format_roots, tmp_path)
+    crop = [{"type": "center_crop", "size": 16}]
+    train = {"type": "video_list", "annotations": str(format_roots["video_list"] / "train.txt"),
+             "num_frames": 4, "transforms": crop}
+    val = {**nodes["ssv2"], "subset": "test", "num_frames": 4, "transforms": crop}
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE.format(train=json.dumps(train), val=json.dumps(val)))
+    checkpoint = tmp_path / "model.pt"
+    torch.save({"model": build_model(load_config(recipe)).state_dict()}, checkpoint)
+    proc = run_tubelet("eval", str(recipe), f"checkpoint={checkpoint}", cwd=tmp_path,
+                       check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: data.val: {tmp_path / 'test.json'} has no labels; training and metrics need "
+        f"them (an unlabelled split loads for prediction only)")
+    assert proc.stdout == ""  # no metrics printed
