@@ -1,5 +1,5 @@
 """`VideoDataset`: the base of every video-file format (video_list, hmdb51, ucf101, kinetics,
-ssv2). A subclass parses its annotations into `Sample`s and calls `setup_videos`; this class
+ssv2). A subclass parses its annotations into a `SampleTable` and calls `setup_videos`; this class
 reads the metadata index (never opening a video to learn its length), samples frame indices and
 decodes them.
 
@@ -83,7 +83,7 @@ class VideoDataset(ClipDataset):
 
 
 def default_index_file(index_file: str | None, annotations: Path) -> Path:
-    """`index_file` if given, else tubelet_index.json in the annotations' directory."""
+    """`index_file` if given, else tubelet_index.npz in the annotations' directory."""
     if index_file:
         return Path(index_file)
     return (annotations if annotations.is_dir() else annotations.parent) / INDEX_NAME
