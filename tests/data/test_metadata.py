@@ -147,10 +147,10 @@ def _start(log: Path, index_file: Path, paths: list[Path]) -> subprocess.Popen:
 
 def test_concurrent_processes_probe_each_file_once(videos, tmp_path):
     log, index_file = tmp_path / "probes.log", tmp_path / "index.npz"
-    procs = [_start(log, index_file, videos) for _ in range(4)]  # four "local ranks"
+    procs = [_start(log, index_file, videos) for _ in range(3)]  # three "local ranks"
     outs = [p.communicate(timeout=120)[0].strip() for p in procs]
-    assert [p.returncode for p in procs] == [0] * 4
-    assert outs == ["7,9,7,7,7,7 0"] * 4
+    assert [p.returncode for p in procs] == [0] * 3
+    assert outs == ["7,9,7,7,7,7 0"] * 3
     assert sorted(log.read_text().split()) == sorted(map(str, videos))  # once each, in total
 
 
