@@ -32,6 +32,19 @@ def tiny_data_root(tmp_path_factory) -> Path:
     return root
 
 
+LAYOUT_PARAMS = dict(num_classes=4, num_train_per_class=3, num_test_per_class=2, num_frames=8,
+                     size=32, fps=8, seed=0)
+
+
+@pytest.fixture(scope="session")
+def layout_root(tmp_path_factory):
+    """`layout_root("ucf101")`: that synthetic seed layout (tubelet.data.synth_layouts), written
+    once per session with LAYOUT_PARAMS and shared by every test that asks for it."""
+    from tubelet.data.synth_layouts import ensure_layout
+    base = tmp_path_factory.mktemp("layouts")
+    return lambda layout: ensure_layout(base / layout, layout=layout, **LAYOUT_PARAMS)
+
+
 def tubelet_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tubelet.cli", *args]
 

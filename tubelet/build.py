@@ -20,6 +20,7 @@ from torch import nn
 from tubelet import distributed as dist
 from tubelet.config import config_hash, dump_config
 from tubelet.data.batches import BadData, BatchStream
+from tubelet.data.datasets.base import require_labels
 from tubelet.data.dynamic_batch import DynamicBatchSampler, check_dynamic_dataset
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
 from tubelet.engine import parallel
@@ -244,12 +245,14 @@ def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: 
     train_loader = sampler = val_loader = None
     if train:
         train_set, device_tf = build_dataset(data.train, key="data.train")
+        require_labels(train_set, key="data.train")
         sampler = build_train_sampler(data, train_set, seed=seed)
         train_loader = _stream(build_loader(train_set, sampler=sampler, **common),
                                train_set, device_tf, split="train", seed=seed, data=data,
                                device=device, run_dir=run_dir)
     if data.val:
         val_set, device_tf = build_dataset(data.val, key="data.val")
+        require_labels(val_set, key="data.val")  # metrics on invented labels would be wrong
         views = getattr(val_set, "num_views", 1)  # a video's test views stay on one rank
         val_loader = _stream(build_loader(val_set, batch_size=data.val_batch_size or data.batch_size,
                                           sampler=ShardSampler(len(val_set), rank=rank,

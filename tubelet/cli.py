@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--num-test-per-class", type=int, default=10)
     synth.add_argument("--size", type=int, default=40)
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--layout", default=None, metavar="NAME",
+                       help="write a seed dataset's real layout and container instead: hmdb51, "
+                            "ucf101, kinetics, ssv2, gaze360 or ava-features (docs/datasets.md)")
     check = data.add_parser("check", help="per-class counts, missing/corrupt files, decode speed")
     check.add_argument("recipe", type=Path)
     check.add_argument("overrides", nargs="*", help="dotted.key=value, value read as YAML")
@@ -66,6 +69,14 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)
+    if args.command == "data" and args.layout is not None:
+        from tubelet.data.synth_layouts import ensure_layout
+        root = ensure_layout(args.root, layout=args.layout, num_classes=args.num_classes,
+                             num_train_per_class=args.num_train_per_class,
+                             num_test_per_class=args.num_test_per_class, size=args.size,
+                             seed=args.seed)
+        print(f"synthetic {args.layout} dataset ready at {root}")
+        return 0
     if args.command == "data":
         from tubelet.data.synth import ensure_synthetic_dataset
         root = ensure_synthetic_dataset(args.root, num_classes=args.num_classes,

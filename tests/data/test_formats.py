@@ -133,8 +133,11 @@ def test_video_list_paths_with_spaces_and_label_range(format_roots, tmp_path):
     with pytest.raises(ConfigError, match=r"train\.txt:3: label 2 out of range \[0, 2\)"):
         build({"type": "video_list", "annotations": str(ann), "num_classes": 2}, DATASETS)
     bad = tmp_path / "l.txt"
-    bad.write_text("a.mp4 cat\n")
-    with pytest.raises(ConfigError, match=r"l\.txt:1: expected '<video path> <integer label>'"):
+    bad.write_text("a.mp4 1\nb.mp4 cat\n")  # the first line has a label, so every line needs one
+    with pytest.raises(ConfigError, match=r"l\.txt:2: expected '<video path> <integer label>'"):
+        build({"type": "video_list", "annotations": str(bad)}, DATASETS)
+    bad.write_text("a.mp4 cat\n")  # no integer label at all: an unlabelled list, not for training
+    with pytest.raises(ConfigError, match=r"annotations: \S*l\.txt has no labels"):
         build({"type": "video_list", "annotations": str(bad)}, DATASETS)
 
 
@@ -170,7 +173,7 @@ def test_features_files(tmp_path, suffix):
 def test_index_file_is_written_and_reused_without_opening_videos(format_roots, monkeypatch):
     ann = format_roots["video_list"] / "train.txt"
     build({"type": "video_list", "annotations": str(ann)}, DATASETS)
-    assert (ann.parent / "tubelet_index.json").is_file()
+    assert (ann.parent / "tubelet_index.npz").is_file()
     import tubelet.data.metadata as metadata
 
     def no_probe(path):

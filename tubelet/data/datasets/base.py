@@ -4,7 +4,10 @@ deterministic substitution of bad samples, and the output dict.
 A dataset item is a dict:
 
     video  float32 (C, T, H, W), or uint8 when transforms run on the device after transfer
-    label  int class id (classification formats) / target: float tensor (regression formats)
+    label  int class id (classification formats) / target: float tensor (regression formats);
+           absent on an unlabelled split (Kinetics' test CSV, SSv2's test.json, a video_list
+           of bare paths): such a split loads for prediction, and training or computing
+           metrics on it is refused (`require_labels`), so no label is ever invented
     index  int: the video's index, the same for all of its test views
     view   int: which of the `temporal_views * spatial_crops` test views this clip is (0 in train)
     bad    str: "path\\treason" of each file that failed and was replaced for this item,
@@ -18,27 +21,27 @@ field lets the main process count and list the bad files exactly (see data/batch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from tubelet.data.decode import DecodeError
 from tubelet.data.seeding import Key, key_shape, sample_generator, split_key
+from tubelet.data.tables import Sample, SampleTable
 from tubelet.data.transforms import spatial_crop
 from tubelet.registry import ConfigError
 
 MAX_SUBSTITUTES = 20  # more bad draws in a row than this means most of the set is bad
 
 
-class Sample(NamedTuple):
-    path: Path  # a video file, or the centre frame of a frame-folder clip
-    target: Any  # int label or a float tensor
-    where: str  # "file:line" of the annotation, for error messages
+__all__ = ["ClipDataset", "Sample", "SampleTable", "check_dir", "check_file", "check_subset",
+           "require_labels"]
 
 
 class ClipDataset(Dataset):
-    """Base class; a subclass fills `samples` (and `classes` for classification) and implements
+    """Base class; a subclass fills `samples` (a `SampleTable`: flat arrays, so loader workers
+    never touch per-video Python objects) and `classes` for classification, and implements
     `load(i, generator, view, num_views) -> uint8 (C, T, H, W)`, raising DecodeError on bad data.
     A subclass whose `load` also takes `num_frames` sets `variable_frames`: dynamic batches
     may then ask it for clips of several lengths."""
@@ -61,8 +64,23 @@ class ClipDataset(Dataset):
         self.temporal_views, self.spatial_crops = temporal_views, spatial_crops
         self.num_views = temporal_views * spatial_crops
         self.repeat, self.to_float = repeat, to_float
-        self.samples: list[Sample] = []
+        self.samples: Sequence[Sample] = SampleTable.build([])
         self.bad: dict[int, str] = {}  # sample number -> reason, found at startup or on decode
+        self.unlabelled: str | None = None  # the annotation file, when it has no labels
+
+    def set_samples(self, samples: SampleTable, *, source: str | Path) -> None:
+        """Take `samples`; an unlabelled table is refused for training (it would need
+        invented labels) and remembered, so that metrics refuse it too."""
+        if not samples.labelled and len(samples):
+            self.unlabelled = str(source)
+            if self.train:
+                raise ConfigError(f"annotations: {source} has no labels; training needs them "
+                                  f"(an unlabelled split is for prediction: subset: test)")
+        self.samples = samples
+
+    @property
+    def labelled(self) -> bool:
+        return self.unlabelled is None
 
     # ------------------------------------------------------------------ for subclasses
     def load(self, i: int, generator: torch.Generator | None, view: int,
@@ -119,7 +137,7 @@ class ClipDataset(Dataset):
             video = self.transform(video, generator=generator, size=shape[1:])
         elif self.transform is not None:
             video = self.transform(video, generator=generator)
-        target = self.samples[i].target
+        target = self.samples.target(i)  # type: ignore[attr-defined]
         if generator is not None:
             video, target = self.augment_pair(video, target, generator)
         if self.spatial_crops > 1:
@@ -127,8 +145,11 @@ class ClipDataset(Dataset):
         if self.to_float and video.dtype == torch.uint8:
             # A pipeline without `normalize` (or no pipeline) still yields floats in [0, 1].
             video = video.float() / 255
-        return {"video": video.contiguous(), self.target_key: target, "index": video_index,
-                "view": view, "bad": "\n".join(bad_paths)}
+        item = {"video": video.contiguous(), "index": video_index, "view": view,
+                "bad": "\n".join(bad_paths)}
+        if target is not None:  # an unlabelled split has no label, not a placeholder
+            item[self.target_key] = target
+        return item
 
     def substitute(self, index: int, attempt: int) -> int:
         """The replacement for a bad sample: a function of (seed, index, attempt) only."""
@@ -138,6 +159,14 @@ class ClipDataset(Dataset):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(num_samples={len(self.samples)}, train={self.train}, "
                 f"views={self.num_views}, repeat={self.repeat}, bad={len(self.bad)})")
+
+
+def require_labels(dataset: Any, *, key: str) -> None:
+    """Refuse to train or score on an unlabelled split (`key`: "data.train", "data.val")."""
+    unlabelled = getattr(dataset, "unlabelled", None)
+    if unlabelled is not None:
+        raise ConfigError(f"{key}: {unlabelled} has no labels; training and metrics need them "
+                          f"(an unlabelled split loads for prediction only)")
 
 
 def check_subset(subset: str, choices: dict[str, Any] | tuple[str, ...]) -> None:

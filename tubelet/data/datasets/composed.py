@@ -75,6 +75,12 @@ class ComposedDataset(Dataset):
     def variable_frames(self) -> bool:
         return all(getattr(d, "variable_frames", False) for d in self.datasets)
 
+    @property
+    def unlabelled(self) -> str | None:
+        """The first child's unlabelled annotation file (see base.require_labels), or None."""
+        return next((d.unlabelled for d in self.datasets if getattr(d, "unlabelled", None)),
+                    None)
+
     def __len__(self) -> int:
         return self.num_samples
 
@@ -114,6 +120,10 @@ class RepeatDataset(Dataset):
     @property
     def variable_frames(self) -> bool:
         return getattr(self.dataset, "variable_frames", False)
+
+    @property
+    def unlabelled(self) -> str | None:
+        return getattr(self.dataset, "unlabelled", None)
 
     def __len__(self) -> int:
         return len(self.dataset) * self.times

@@ -11,14 +11,15 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import ClipDataset, Sample, check_dir, check_file
+from tubelet.data.datasets.base import ClipDataset, SampleTable, check_dir, check_file
 from tubelet.data.decode import DecodeError, read_images
 from tubelet.data.transforms import RandomHorizontalFlip
 from tubelet.data.metadata import parallel_map
+from tubelet.data.tables import at_line
 from tubelet.registry import DATASETS, ConfigError
 
 
-def read_annotations(path: Path, *, root: Path) -> list[Sample]:
+def read_annotations(path: Path, *, root: Path) -> SampleTable:
     samples = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
@@ -35,8 +36,8 @@ def read_annotations(path: Path, *, root: Path) -> list[Sample]:
         norm = float(gaze.norm())
         if norm == 0:
             raise ConfigError(f"{where}: the gaze vector is zero")
-        samples.append(Sample(root / fields[0], gaze / norm, where))
-    return samples
+        samples.append((root / fields[0], gaze / norm, at_line(path), lineno))
+    return SampleTable.build(samples)
 
 
 @DATASETS.register("gaze360")
@@ -67,12 +68,13 @@ class Gaze360(ClipDataset):
         path, self.root, self.num_frames = Path(annotations), Path(root), num_frames
         check_file("annotations", path)
         check_dir("root", self.root)
-        self.samples = read_annotations(path, root=self.root)
-        if not self.samples:
+        self.set_samples(read_annotations(path, root=self.root), source=path)
+        if not len(self.samples):
             raise ConfigError(f"annotations: {path} lists no frames")
-        exists = parallel_map(os.path.isfile, [s.path for s in self.samples])
-        self.bad = {i: f"{s.where}: {s.path}: no such file"
-                    for i, (s, ok) in enumerate(zip(self.samples, exists)) if not ok}
+        paths = self.samples.paths  # type: ignore[attr-defined]
+        exists = parallel_map(os.path.isfile, [paths.raw(i) for i in range(len(paths))])
+        self.bad = {i: f"{self.samples.where(i)}: {paths[i]}: no such file"  # type: ignore
+                    for i, ok in enumerate(exists) if not ok}
 
     def window(self, centre: Path) -> list[Path]:
         """The frame paths of the window around `centre`, missing ones replaced by the nearest
@@ -93,7 +95,8 @@ class Gaze360(ClipDataset):
 
     def load(self, i: int, generator: torch.Generator | None, view: int,
              num_views: int) -> torch.Tensor:
-        return read_images(self.window(self.samples[i].path)).permute(3, 0, 1, 2)  # (C,T,H,W)
+        centre = self.samples.paths[i]  # type: ignore[attr-defined]
+        return read_images(self.window(centre)).permute(3, 0, 1, 2)  # (C,T,H,W)
 
     def augment_pair(self, video: torch.Tensor, target: torch.Tensor,
                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

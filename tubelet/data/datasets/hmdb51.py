@@ -8,15 +8,16 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import Sample, check_dir
+from tubelet.data.datasets.base import SampleTable, check_dir
 from tubelet.data.datasets.video import VideoDataset, default_index_file
+from tubelet.data.tables import at_line
 from tubelet.registry import DATASETS, ConfigError
 
 SUBSET_IDS = {"train": "1", "test": "2"}
 
 
 def read_split_file(path: Path, *, class_dir: Path, subset_id: str,
-                    label: int) -> list[Sample]:
+                    label: int) -> list[tuple[Path, int, str, int]]:
     """The samples of the lines with `subset_id`; every line is checked, whatever its subset,
     so a broken file fails on the first run rather than the test run."""
     samples = []
@@ -27,7 +28,7 @@ def read_split_file(path: Path, *, class_dir: Path, subset_id: str,
         if len(fields) != 2 or fields[1] not in ("0", "1", "2"):
             raise ConfigError(f"{path}:{lineno}: expected '<video> <0|1|2>', got {line.strip()!r}")
         if fields[1] == subset_id:
-            samples.append(Sample(class_dir / fields[0], label, f"{path}:{lineno}"))
+            samples.append((class_dir / fields[0], label, at_line(path), lineno))
     return samples
 
 
@@ -61,5 +62,6 @@ class HMDB51(VideoDataset):
             samples += read_split_file(split_file, class_dir=self.root / videos_dir / name,
                                        subset_id=SUBSET_IDS[subset], label=label)
         index = default_index_file(index_file, self.root / splits_dir)
-        self.setup_videos(samples, index_file=index, num_frames=num_frames, stride=stride,
+        self.setup_videos(SampleTable.build(samples), source=self.root / splits_dir,
+                          index_file=index, num_frames=num_frames, stride=stride,
                           sampling=sampling, target_fps=target_fps, backend=backend)

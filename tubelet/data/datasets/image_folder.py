@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import ClipDataset, Sample, check_dir
+from tubelet.data.datasets.base import ClipDataset, SampleTable, check_dir
 from tubelet.data.decode import read_image
 from tubelet.registry import DATASETS, ConfigError
 
@@ -31,14 +31,17 @@ class ImageFolder(ClipDataset):
         if not self.classes:
             raise ConfigError(f"root: no class subfolders in {str(self.root)!r}")
         self.num_classes = len(self.classes)
+        rows = []
         for label, name in enumerate(self.classes):
             files = sorted(p for p in (self.root / name).rglob("*")
                            if p.suffix.lower() in suffixes and p.is_file())
-            self.samples += [Sample(p, label, str(p)) for p in files]
-        if not self.samples:
+            rows += [(p, label, "{path}", 0) for p in files]
+        self.samples = SampleTable.build(rows)
+        if not len(self.samples):
             raise ConfigError(f"root: no images with extensions {list(suffixes)} under "
                               f"{str(self.root)!r}")
 
     def load(self, i: int, generator: torch.Generator | None, view: int,
              num_views: int) -> torch.Tensor:
-        return read_image(self.samples[i].path).permute(2, 0, 1).unsqueeze(1)  # (C,1,H,W)
+        path = self.samples.paths[i]  # type: ignore[attr-defined]
+        return read_image(path).permute(2, 0, 1).unsqueeze(1)  # (C,1,H,W)

@@ -1,6 +1,8 @@
 """Something-Something V2 as published: `labels.json` ({"<template without brackets>": "<id>"}),
 `train.json`/`validation.json` (a list of {"id", "label", "template", "placeholders"}) and
-videos ROOT/<id>.webm. The class is the template with "[" and "]" removed."""
+videos ROOT/<id>.webm. The class is the template with "[" and "]" removed. `test.json` lists
+ids only ([{"id": "1420"}, ...]): it loads unlabelled, for prediction; training and metrics
+refuse it."""
 from __future__ import annotations
 
 import json
@@ -9,8 +11,9 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import Sample, check_dir, check_file
+from tubelet.data.datasets.base import SampleTable, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
+from tubelet.data.tables import at_item
 from tubelet.registry import DATASETS, ConfigError, did_you_mean
 
 
@@ -32,9 +35,38 @@ def read_labels(path: Path) -> dict[str, int]:
         raise ConfigError(f"{path}:1: values must be class ids such as \"0\"") from None
 
 
+def read_items(path: Path, lookup: dict[str, int], *, root: Path, extension: str,
+               labels: str) -> list[tuple[Path, int | None, str, int]]:
+    """(video, label or None, where, position) per entry. The first entry decides whether the
+    file is labelled (a `template`) or not (ids only, as test.json); a mix is refused."""
+    rows: list[tuple[Path, int | None, str, int]] = []
+    labelled = None
+    for k, item in enumerate(_load_json(path, list)):  # type: ignore[arg-type]
+        where = f"{path}:[{k}]"  # JSON entries are named by position in the list
+        if not isinstance(item, dict) or "id" not in item:
+            raise ConfigError(f"{where}: expected an object with an 'id'")
+        if labelled is None:
+            labelled = "template" in item
+        if not labelled:
+            if "template" in item or "label" in item:
+                raise ConfigError(f"{where}: has a label, but entry [0] has none (test.json "
+                                  f"lists ids only); expected one kind throughout")
+            rows.append((root / f"{item['id']}{extension}", None, at_item(path), k))
+            continue
+        if "template" not in item:
+            raise ConfigError(f"{where}: expected an object with 'id' and 'template'")
+        name = item["template"].replace("[", "").replace("]", "")
+        if name not in lookup:
+            raise ConfigError(f"{where}: template {name!r} is not in {labels}"
+                              f"{did_you_mean(name, lookup)}")
+        rows.append((root / f"{item['id']}{extension}", lookup[name], at_item(path), k))
+    return rows
+
+
 @DATASETS.register("ssv2")
 class SSv2(VideoDataset):
-    """SSv2 `annotations` (train.json or validation.json) with `labels` (labels.json); `subset`
+    """SSv2 `annotations` (train.json, validation.json or test.json) with `labels`
+    (labels.json); `subset`
     train draws random clips. SSv2 recipes usually use `sampling: segment`. Clip options: see
     data/datasets/video.py."""
 
@@ -55,16 +87,8 @@ class SSv2(VideoDataset):
         lookup = read_labels(Path(labels))
         self.num_classes = len(lookup)
         self.classes = [name for name, _ in sorted(lookup.items(), key=lambda kv: kv[1])]
-        samples = []
-        for k, item in enumerate(_load_json(path, list)):  # type: ignore[arg-type]
-            where = f"{path}:[{k}]"  # JSON entries are named by position in the list
-            if not isinstance(item, dict) or "id" not in item or "template" not in item:
-                raise ConfigError(f"{where}: expected an object with 'id' and 'template'")
-            name = item["template"].replace("[", "").replace("]", "")
-            if name not in lookup:
-                raise ConfigError(f"{where}: template {name!r} is not in {labels}"
-                                  f"{did_you_mean(name, lookup)}")
-            samples.append(Sample(self.root / f"{item['id']}{extension}", lookup[name], where))
-        self.setup_videos(samples, index_file=default_index_file(index_file, path),
+        samples = SampleTable.build(read_items(path, lookup, root=self.root,
+                                               extension=extension, labels=labels))
+        self.setup_videos(samples, source=path, index_file=default_index_file(index_file, path),
                           num_frames=num_frames, stride=stride, sampling=sampling,
                           target_fps=target_fps, backend=backend)

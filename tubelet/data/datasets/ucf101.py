@@ -9,8 +9,9 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import Sample, check_dir, check_file
+from tubelet.data.datasets.base import SampleTable, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
+from tubelet.data.tables import at_line
 from tubelet.registry import DATASETS, ConfigError, did_you_mean
 
 LIST_NAMES = {"train": "trainlist0{}.txt", "test": "testlist0{}.txt"}
@@ -29,7 +30,7 @@ def read_class_index(path: Path) -> list[str]:
     return classes
 
 
-def read_list(path: Path, *, videos: Path, classes: list[str]) -> list[Sample]:
+def read_list(path: Path, *, videos: Path, classes: list[str]) -> SampleTable:
     lookup = {c.lower(): k for k, c in enumerate(classes)}  # the official lists mix case
     samples = []
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
@@ -45,8 +46,8 @@ def read_list(path: Path, *, videos: Path, classes: list[str]) -> list[Sample]:
         if len(fields) == 2 and fields[1] != str(label + 1):
             raise ConfigError(f"{where}: class id {fields[1]} does not match folder "
                               f"{fields[0].split('/')[0]!r} (id {label + 1} in classInd.txt)")
-        samples.append(Sample(videos / fields[0], label, where))
-    return samples
+        samples.append((videos / fields[0], label, at_line(path), lineno))
+    return SampleTable.build(samples)
 
 
 @DATASETS.register("ucf101")
@@ -74,6 +75,7 @@ class UCF101(VideoDataset):
         self.classes = read_class_index(splits / "classInd.txt")
         self.num_classes = len(self.classes)
         samples = read_list(list_file, videos=self.root / videos_dir, classes=self.classes)
-        self.setup_videos(samples, index_file=default_index_file(index_file, splits),
+        self.setup_videos(samples, source=list_file,
+                          index_file=default_index_file(index_file, splits),
                           num_frames=num_frames, stride=stride, sampling=sampling,
                           target_fps=target_fps, backend=backend)

@@ -1,5 +1,5 @@
 """`VideoDataset`: the base of every video-file format (video_list, hmdb51, ucf101, kinetics,
-ssv2). A subclass parses its annotations into `Sample`s and calls `setup_videos`; this class
+ssv2). A subclass parses its annotations into a `SampleTable` and calls `setup_videos`; this class
 reads the metadata index (never opening a video to learn its length), samples frame indices and
 decodes them.
 
@@ -20,43 +20,45 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from tubelet.data.datasets.base import ClipDataset, Sample
-from tubelet.data.decode import DecodeError, VideoInfo, check_backend, decode_frames, read_images
+from tubelet.data.datasets.base import ClipDataset, SampleTable
+from tubelet.data.decode import DecodeError, check_backend, decode_frames, read_images
 from tubelet.data.metadata import frame_files, video_infos
+from tubelet.data.tables import InfoTable
 from tubelet.data.sampling import SAMPLINGS, clip_indices
 from tubelet.registry import ConfigError, did_you_mean
 
 log = logging.getLogger("tubelet")
-INDEX_NAME = "tubelet_index.json"
+INDEX_NAME = "tubelet_index.npz"
 
 
 class VideoDataset(ClipDataset):
     variable_frames = True  # load() takes num_frames: dynamic batches can vary the length
 
-    def setup_videos(self, samples: list[Sample], *, index_file: Path, num_frames: int,
-                     stride: int, sampling: str, target_fps: float | None,
+    def setup_videos(self, samples: SampleTable, *, source: str | Path, index_file: Path,
+                     num_frames: int, stride: int, sampling: str, target_fps: float | None,
                      backend: str) -> None:
+        """Check the clip options, take `samples` (annotated in `source`) and read their
+        metadata from the index, probing the files it lacks."""
         if num_frames < 1 or stride < 1:
             raise ConfigError(f"num_frames, stride: must be >= 1, got {num_frames}, {stride}")
         if sampling not in SAMPLINGS:
             raise ConfigError(f"sampling: unknown {sampling!r}{did_you_mean(sampling, SAMPLINGS)}")
         if target_fps is not None and target_fps <= 0:
             raise ConfigError(f"target_fps: must be > 0, got {target_fps}")
-        if not samples:
+        if not len(samples):
             raise ConfigError(f"index_file: no samples found for {index_file.parent}")
         check_backend(backend)
         self.num_frames, self.stride, self.sampling = num_frames, stride, sampling
         self.target_fps, self.backend = target_fps, backend
-        self.samples = samples
-        self.infos: list[VideoInfo | None] = []
-        for i, (sample, info) in enumerate(zip(samples, video_infos(
-                [s.path for s in samples], index_file=index_file))):
-            if isinstance(info, str):
-                self.bad[i] = f"{sample.where}: {info}"
-                info = None
-            self.infos.append(info)
+        self.set_samples(samples, source=source)
+        infos, errors = video_infos(samples.paths, index_file=index_file)
+        self.bad.update({i: f"{samples.where(i)}: {reason}" for i, reason in errors.items()})
+        bad = np.zeros(len(samples), dtype=bool)
+        bad[list(errors)] = True
+        self.infos = InfoTable(infos, bad)
         if self.bad:
             log.warning("%d of %d videos listed in %s are missing or unreadable (first: %s)",
                         len(self.bad), len(samples), index_file.parent, self.bad_files[0][1])
@@ -69,7 +71,7 @@ class VideoDataset(ClipDataset):
                                num_frames=num_frames or self.num_frames, stride=self.stride,
                                target_fps=self.target_fps, generator=generator, view=view,
                                num_views=num_views)
-        path = self.samples[i].path
+        path = self.samples.paths[i]  # type: ignore[attr-defined]
         if path.is_dir():  # a frame folder: the frame-folder backend
             files = frame_files(path)
             if max(indices) >= len(files):
@@ -81,7 +83,7 @@ class VideoDataset(ClipDataset):
 
 
 def default_index_file(index_file: str | None, annotations: Path) -> Path:
-    """`index_file` if given, else tubelet_index.json in the annotations' directory."""
+    """`index_file` if given, else tubelet_index.npz in the annotations' directory."""
     if index_file:
         return Path(index_file)
     return (annotations if annotations.is_dir() else annotations.parent) / INDEX_NAME

@@ -1,6 +1,8 @@
 """A generic list of videos: one "<path> <label>" per line (space or tab separated; the path
-may contain spaces, the label is the last field). Paths are relative to `root` (default: the
-list file's directory)."""
+may contain spaces, the label is the last field), or one "<path>" per line for an unlabelled
+list (prediction only: training and metrics refuse it). Paths are relative to `root` (default:
+the list file's directory). The first line decides which kind a list is; a list that mixes
+them is refused, naming the line."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,24 +10,40 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import Sample, check_file
+from tubelet.data.datasets.base import SampleTable, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file, label_in_range
+from tubelet.data.tables import at_line
 from tubelet.registry import DATASETS, ConfigError
 
 
-def read_video_list(path: Path, *, root: Path, num_classes: int | None) -> list[Sample]:
-    samples = []
+def _has_label(line: str) -> bool:
+    fields = line.rsplit(maxsplit=1)
+    return len(fields) == 2 and fields[1].lstrip("-").isdigit()
+
+
+def read_video_list(path: Path, *, root: Path, num_classes: int | None) -> SampleTable:
+    rows: list[tuple[Path, int | None, str, int]] = []
+    labelled: bool | None = None
+    first = 0
     for lineno, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{path}:{lineno}"
-        fields = line.rsplit(maxsplit=1)
-        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-            raise ConfigError(f"{where}: expected '<video path> <integer label>', "
-                              f"got {line.strip()!r}")
-        label = label_in_range(int(fields[1]), num_classes, where)
-        samples.append(Sample(root / fields[0].strip(), label, where))
-    return samples
+        if labelled is None:
+            labelled, first = _has_label(line), lineno
+        if labelled:
+            fields = line.rsplit(maxsplit=1)
+            if not _has_label(line):
+                raise ConfigError(f"{where}: expected '<video path> <integer label>' as on line "
+                                  f"{first}, got {line.strip()!r}")
+            label = label_in_range(int(fields[1]), num_classes, where)
+            rows.append((root / fields[0].strip(), label, at_line(path), lineno))
+        elif _has_label(line):
+            raise ConfigError(f"{where}: a label, but line {first} has none; expected "
+                              f"'<video path>' only (an unlabelled list), got {line.strip()!r}")
+        else:
+            rows.append((root / line.strip(), None, at_line(path), lineno))
+    return SampleTable.build(rows)
 
 
 @DATASETS.register("video_list")
@@ -48,8 +66,10 @@ class VideoList(VideoDataset):
         check_file("annotations", path)
         samples = read_video_list(path, root=Path(root) if root else path.parent,
                                   num_classes=num_classes)
-        self.num_classes = num_classes or 1 + max((s.target for s in samples), default=-1)
+        labels = samples.targets
+        largest = int(labels.max()) if labels is not None and len(labels) else -1
+        self.num_classes = num_classes or 1 + largest
         self.classes = [str(k) for k in range(self.num_classes)]
-        self.setup_videos(samples, index_file=default_index_file(index_file, path),
+        self.setup_videos(samples, source=path, index_file=default_index_file(index_file, path),
                           num_frames=num_frames, stride=stride, sampling=sampling,
                           target_fps=target_fps, backend=backend)
