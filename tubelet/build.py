@@ -30,7 +30,9 @@ from tubelet.engine.evaluate import run_eval
 from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, setup_text_log
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
-                              ConfigError, build, check_kwargs, did_you_mean, validate)
+                              ConfigError, build)
+from tubelet.validate import (RUNTIME, SCHEMA_VERSION, TRAIN_EXTRA_TYPES, check_recipe, describe,
+                              save_schema)
 
 log = logging.getLogger("tubelet")
 _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/file.txt:3: ..."
@@ -109,43 +111,45 @@ def _register_builtins(imports: list[str] | None) -> None:
             raise ConfigError(f"imports[{i}]: cannot import {name!r} ({e})") from None
 
 
-def validate_config(cfg: dict[str, Any]) -> None:
-    """Check every node against its registry and target signature; build nothing."""
-    _register_builtins(cfg.get("imports"))
-    validate(model_spec(cfg), MODELS, key="model")
-    validate(cfg["task"], TASKS, key="task")
-    opt = cfg["optimizer"]
-    validate({k: v for k, v in opt.items() if k not in GROUP_KEYS}, OPTIMIZERS, key="optimizer",
-             runtime=("params", "lr"))
-    data = cfg.get("data") or {}
-    check_kwargs(DataOptions, data, key="data")
-    if data.get("dynamic_batch") is not None:
-        check_kwargs(DynamicBatchSampler, data["dynamic_batch"], key="data.dynamic_batch",
-                     runtime=SAMPLER_RUNTIME)
-        for k in SAMPLER_RUNTIME:
-            if k in data["dynamic_batch"]:
-                raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
-    check_kwargs(DistributedOptions, cfg.get("distributed") or {}, key="distributed")
+def validate_config(cfg: dict[str, Any], *, check_paths: bool = True) -> None:
+    """Check every node, value, path and cross-node fact against the live registries and the
+    signatures they feed (`tubelet.validate`); build nothing. Saves the schema so that the next
+    run answers before importing torch."""
+    plugins = cfg.get("imports")
+    live = schema(plugins)
+    if not plugins:
+        save_schema(live)
+    check_recipe(cfg, live, check_paths=check_paths)
     DistributedOptions(**cfg.get("distributed") or {}).check()
-    for split in ("train", "val"):
-        node = data.get(split)
-        if node is None:
-            continue
-        for list_key in DATA_TRANSFORM_KEYS:
-            for i, t in enumerate(node.get(list_key) or []):
-                validate(t, TRANSFORMS, key=f"data.{split}.{list_key}[{i}]")
-        validate({k: v for k, v in node.items() if k not in DATA_TRANSFORM_KEYS}, DATASETS,
-                 key=f"data.{split}", runtime=("transform",))
-    allowed = (set(inspect.signature(Trainer).parameters) - TRAINER_RUNTIME) | TRAIN_EXTRA
-    for section, keys in (("train", allowed), ("schedule", SCHEDULE_KEYS)):
-        for key in cfg.get(section) or {}:
-            if key not in keys:
-                raise ConfigError(f"{section}.{key}: unknown key{did_you_mean(key, keys)}")
-    for i, node in enumerate(cfg.get("hooks") or []):
-        validate(node, HOOKS, key=f"hooks[{i}]")
-    resume = cfg.get("resume")
-    if resume not in (None, "auto") and not Path(str(resume)).is_file():
-        raise ConfigError(f"resume: checkpoint {str(resume)!r} not found")
+    if data_node := (cfg.get("data") or {}).get("dynamic_batch"):
+        for k in SAMPLER_RUNTIME:
+            if k in data_node:
+                raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
+
+
+def schema(imports: list[str] | None = None) -> dict[str, Any]:
+    """What `tubelet.validate` checks a recipe against: every registered part's and every
+    section's parameters, as plain data."""
+    from tubelet.data.mixup import Mixup
+    from tubelet.models.heads import HEADS, NECKS
+    _register_builtins(imports)
+    registries = {}
+    for kind, reg in (("model", MODELS), ("head", HEADS), ("neck", NECKS), ("dataset", DATASETS),
+                      ("transform", TRANSFORMS), ("task", TASKS), ("optimizer", OPTIMIZERS),
+                      ("hook", HOOKS)):
+        runtime = RUNTIME.get(kind, ())
+        registries[kind] = {name: describe(reg.get(name), runtime=runtime) for name in reg.names()}
+    for spec in registries["optimizer"].values():  # the builder's own optimizer keys
+        spec["params"].update({k: ["float | None", False, None] for k in GROUP_KEYS})
+    train = describe(Trainer, runtime=tuple(TRAINER_RUNTIME))
+    train["params"].update({k: [TRAIN_EXTRA_TYPES.get(k, ""), False, None] for k in TRAIN_EXTRA})
+    trainer = describe(Trainer)["params"]
+    sections = {"train": train, "data": describe(DataOptions),
+                "schedule": {"params": {k: trainer[k] for k in SCHEDULE_KEYS}, "kwargs": False},
+                "distributed": describe(DistributedOptions),
+                "dynamic_batch": describe(DynamicBatchSampler, runtime=SAMPLER_RUNTIME),
+                "mixup": describe(Mixup, runtime=("num_classes", "label_smoothing"))}
+    return {"version": SCHEMA_VERSION, "registries": registries, "sections": sections}
 
 
 def model_spec(cfg: dict[str, Any]) -> dict[str, Any]:

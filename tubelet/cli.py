@@ -75,6 +75,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from tubelet.config import dump_config, load_config
     cfg = load_config(args.recipe, args.overrides)  # no torch yet: typos fail fast
+    checked = _check_early(cfg)
+    if args.command == "config" and checked:
+        sys.stdout.write(dump_config(cfg))
+        return 0
     from tubelet import build  # noqa: PLC0415 - heavy: torch, models, datasets
     if args.command == "config":
         build.validate_config(cfg)
@@ -98,9 +102,21 @@ def _run(args: argparse.Namespace) -> int:
         dist.shutdown()
 
 
+def _check_early(cfg: dict) -> bool:
+    """Full validation against the cached schema of the registries, before torch is imported;
+    False when there is no cache yet or the recipe imports plugins (then `build` validates)."""
+    from tubelet import validate  # noqa: PLC0415
+    schema = None if cfg.get("imports") else validate.cached_schema()
+    if schema is None:
+        return False
+    validate.check_recipe(cfg, schema)
+    return True
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from tubelet.config import load_config
     cfg = load_config(args.recipe, args.overrides)
+    _check_early(cfg)
     from tubelet import build  # noqa: PLC0415
     from tubelet.data.check import report  # noqa: PLC0415
     build.validate_config(cfg)
