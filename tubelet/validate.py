@@ -156,6 +156,8 @@ class _Check:
             raise ConfigError(f"{key}: must be a finite number, got {v!r}")
         if expr is not None and not _accepts(v, expr):
             raise ConfigError(f"{key}: expected {_show(expr)}, got {_kind(v)}")
+        if _too_big(v):
+            raise ConfigError(f"{key}: {v} is out of range (an integer here is below 2**31)")
         for rule in [_lookup(RANGES, kind, type_name, name), *_annotated(expr)]:
             problem = rule and _problem(rule, v)
             if problem:
@@ -348,6 +350,14 @@ def _problem(rule: Range | OneOf, v: Any) -> str | None:
             if found:
                 return f"{found}, got {x!r}"
     return None
+
+
+def _too_big(v: Any) -> bool:
+    """No count, size or interval of a recipe needs 2**31 or more; such a value only
+    exhausts memory or time at build (the seeds, the only other ints, are capped lower)."""
+    if isinstance(v, list):
+        return any(_too_big(x) for x in v)
+    return isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**31
 
 
 def _kind(value: Any) -> str:

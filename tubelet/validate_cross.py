@@ -95,12 +95,28 @@ def _check_split(ds: _Node, inp: _Node, task: _Node, regs: dict[str, Any], *,
     if ds.has("num_frames") and inp.has("num_frames") and frames != want:
         raise ConfigError(f"{ds.where('num_frames')}: clips of {frames} frames, but "
                           f"{inp.where('num_frames')} is {want}")
+    _check_channels(ds, inp)
     size, where = _output_size(ds, regs)
     img = inp.get("img_size")
     img = tuple(img) if isinstance(img, list) else (img, img)
     if size is not None and size != img:
         raise ConfigError(f"{where}: makes {size[0]}x{size[1]} frames, but "
                           f"{inp.where('img_size')} is {img[0]}x{img[1]}")
+
+
+def _check_channels(ds: _Node, inp: _Node) -> None:
+    """Per-channel transform statistics (`normalize`'s mean and std) need one value per
+    channel the model takes."""
+    channels = inp.get("in_chans") if inp.has("in_chans") else None
+    lists = ("transforms", "device_transforms")
+    for list_key in lists:
+        for i, step in enumerate(ds.node.get(list_key) or []):
+            for name in ("mean", "std"):
+                values = step.get(name)
+                if channels and isinstance(values, list) and len(values) != channels:
+                    raise ConfigError(f"{ds.key}.{list_key}[{i}].{name}: {len(values)} values, "
+                                      f"but the model takes {channels} channels "
+                                      f"({inp.where('in_chans')})")
 
 
 def _output_size(ds: _Node, regs: dict[str, Any]) -> tuple[tuple[int, int] | None, str]:
