@@ -72,3 +72,74 @@ def test_bad_interpolation_names_the_key(tmp_path):
 def test_malformed_overrides(text):
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_override(text)
+
+
+def hostile_recipes(root: Path) -> dict[str, tuple[Path, str]]:
+    """The hostile or broken recipes of issue 10: name -> (recipe, the expected error's end)."""
+    import os
+    level = '["x","x","x","x","x","x","x","x","x"]'
+    bomb = [f"a0: &a0 {level}"] + [f"a{i}: &a{i} [{','.join([f'*a{i - 1}'] * 9)}]"
+                                   for i in range(1, 10)]
+    out = {"alias_bomb": (write(root / "bomb.yaml", "\n".join(bomb) + "\n"),
+                          "once YAML aliases are expanded; a recipe is a small document"),
+           "dev_zero": (write(root / "zero.yaml", "base: /dev/zero\n"),
+                        "/dev/zero: not a regular file (a FIFO, socket or device); expected a "
+                        "recipe file"),
+           "not_utf8": (write(root / "latin1.yaml", MINIMAL).with_name("latin1.yaml"),
+                        "latin1.yaml:4: not UTF-8 (byte 0xe9); save the recipe as UTF-8"),
+           "imports_null": (write(root / "imp.yaml", MINIMAL + "imports: [null]\n"),
+                            "imports[0]: expected a module name, got null"),
+           "deep_flow": (write(root / "deep.yaml", "x: " + "[" * 100_000 + "]" * 100_000 + "\n"),
+                         "deep.yaml:1: nested deeper than 64 levels"),
+           "shadow": (write(root / "shadow.yaml", f"base: {root / 'secret'}\n"),
+                      "secret:1: not a recipe (a top-level key is not a name)")}
+    (root / "latin1.yaml").write_bytes(MINIMAL.encode() + "# caf\xe9\n".encode("latin-1"))
+    write(root / "secret", "root:$6$s3cr3t:19000:0:99999:7:::\nbin:*:19000:0:99999:7:::\n")
+    os.mkfifo(root / "fifo")
+    out["fifo"] = (write(root / "fifo.yaml", "base: fifo\n"),
+                   "fifo: not a regular file (a FIFO, socket or device); expected a recipe file")
+    with open(root / "big.yaml", "w") as f:  # 50 MB: one long flow list
+        f.write("x: [" + "1," * 25_000_000 + "1]\n")
+    out["list_50mb"] = (root / "big.yaml", "big.yaml: 50000007 bytes; a recipe may have at most "
+                        "1048576 (1 MiB)")
+    for i in range(1000):
+        write(root / "chain" / f"c{i}.yaml", f"base: c{i + 1}.yaml\n")
+    write(root / "chain" / "c1000.yaml", MINIMAL)
+    out["base_chain_1000"] = (root / "chain" / "c0.yaml",
+                              "c16.yaml: base: chain deeper than 16 recipes")
+    return out
+
+
+def test_hostile_recipes_exit_2_with_one_line_in_bounded_memory(tmp_path):
+    """Each through the real CLI under a 200 MB address-space limit (a MemoryError would be a
+    traceback) and a 20 s hang bound; the error never quotes the file (the secret's line)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (200 << 20, 200 << 20))
+
+    for name, (recipe, expected_end) in hostile_recipes(tmp_path).items():
+        proc = subprocess.run([sys.executable, "-m", "tubelet.cli", "config", str(recipe)],
+                              capture_output=True, text=True, timeout=20, preexec_fn=limit,
+                              cwd=tmp_path)
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (name, proc.stderr[-2000:])
+        assert lines[0].startswith("error: ") and lines[0].endswith(expected_end), (name, lines)
+        assert "s3cr3t" not in proc.stderr and "root:" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,message", [
+    ("base: [null]\n", r"base\[0\]: expected a recipe path, got NoneType"),
+    ("base: {a: 1}\n", "base: expected a recipe path, got dict"),
+    (MINIMAL + "imports: oops\n", "imports: expected a list, got string 'oops'"),
+    (MINIMAL + "hooks: {type: ema}\n", "hooks: expected a list, got mapping"),
+    (MINIMAL + "seed: -1\n", r"seed: expected an integer in \[0, 2\*\*32\), got -1"),
+    (MINIMAL + "seed: abc\n", "seed: expected an integer, got string 'abc'"),
+    (MINIMAL + "run: {name: [1]}\n", "run.name: expected a name or path, got list"),
+    ("- 1\n- 2\n", "a recipe must be a mapping, got list"),
+])
+def test_bad_types_at_the_top_are_user_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path / "r.yaml", text))

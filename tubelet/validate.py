@@ -230,9 +230,12 @@ def _parse(annotation: str) -> ast.expr | None:
     if not annotation:
         return None
     try:
-        return ast.parse(annotation, mode="eval").body
+        expr = ast.parse(annotation, mode="eval").body
     except SyntaxError:
         return None
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return _parse(expr.value)  # a quoted annotation under `from __future__ import annotations`
+    return expr
 
 
 def _head(expr: ast.expr) -> str:
