@@ -15,12 +15,13 @@ from tubelet.data.datasets.base import ClipDataset, Sample, check_dir, check_fil
 from tubelet.data.decode import DecodeError, read_images
 from tubelet.data.transforms import RandomHorizontalFlip
 from tubelet.data.metadata import parallel_map
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError
 
 
 def read_annotations(path: Path, *, root: Path) -> list[Sample]:
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where, fields = f"{path}:{lineno}", line.split()

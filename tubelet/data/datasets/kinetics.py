@@ -5,6 +5,7 @@ ROOT/<label>/ (the crawler layout) or directly in ROOT (the CVDF download layout
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,7 @@ import torch
 
 from tubelet.data.datasets.base import Sample, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError
 
 COLUMNS = ("youtube_id", "time_start", "time_end")
@@ -23,7 +25,7 @@ def clip_name(youtube_id: str, start: str, end: str, extension: str) -> str:
 
 def read_csv(path: Path) -> list[tuple[dict[str, str], str]]:
     """(row, "file:line") for each row; checks the header and the numeric columns."""
-    with open(path, newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in (*COLUMNS, "label") if c not in (reader.fieldnames or [])]
         if missing and missing != ["label"]:
