@@ -112,3 +112,21 @@ def test_annotated_constraints_in_a_plugin_signature():
     with pytest.raises(ConfigError, match=r"^model.name: expected str, got integer 3$"):
         check.node({"type": "plugin", "name": 3}, "model", "model")
     assert json.dumps(schema)  # plain data: it can be cached
+
+
+def test_eval_does_not_need_the_train_data(tmp_path, monkeypatch):
+    from tubelet import build
+    from tubelet.config import load_config
+    from tubelet.registry import ConfigError
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "val.txt").write_text("a.mp4 0\n")
+    cfg = load_config(REPO / "configs" / "quickstart.yaml",
+                      ["data.train={type: video_list, annotations: train.txt, num_frames: 8}",
+                       "data.val={type: video_list, annotations: val.txt, num_frames: 8}"])
+    schema = build.schema()
+    validate.check_recipe(cfg, schema, train_data=False)
+    with pytest.raises(ConfigError, match="^data.train.annotations: no such file 'train.txt'$"):
+        validate.check_recipe(cfg, schema)
+    cfg["data"]["val"]["annotations"] = "nope.txt"
+    with pytest.raises(ConfigError, match="^data.val.annotations: no such file 'nope.txt'$"):
+        validate.check_recipe(cfg, schema, train_data=False)

@@ -111,7 +111,8 @@ def _register_builtins(imports: list[str] | None) -> None:
             raise ConfigError(f"imports[{i}]: cannot import {name!r} ({e})") from None
 
 
-def validate_config(cfg: dict[str, Any], *, check_paths: bool = True) -> None:
+def validate_config(cfg: dict[str, Any], *, check_paths: bool = True,
+                    train_data: bool = True) -> None:
     """Check every node, value, path and cross-node fact against the live registries and the
     signatures they feed (`tubelet.validate`); build nothing. Saves the schema so that the next
     run answers before importing torch."""
@@ -119,7 +120,7 @@ def validate_config(cfg: dict[str, Any], *, check_paths: bool = True) -> None:
     live = schema(plugins)
     if not plugins:
         save_schema(live)
-    check_recipe(cfg, live, check_paths=check_paths)
+    check_recipe(cfg, live, check_paths=check_paths, train_data=train_data)
     DistributedOptions(**cfg.get("distributed") or {}).check()
     if data_node := (cfg.get("data") or {}).get("dynamic_batch"):
         for k in SAMPLER_RUNTIME:
@@ -306,7 +307,7 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
 
 def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     """`tubelet eval`: load `checkpoint`'s model weights and evaluate on `data.val`."""
-    validate_config(cfg)
+    validate_config(cfg, train_data=False)  # eval reads data.val only
     path = cfg.get("checkpoint")
     if not path or not Path(str(path)).is_file():
         raise ConfigError(f"checkpoint: {path!r} not found (pass checkpoint=PATH)")

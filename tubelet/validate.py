@@ -104,9 +104,10 @@ def _lookup(table: dict[str, Any], kind: str, type_name: str | None, name: str) 
 
 
 class _Check:
-    def __init__(self, schema: dict[str, Any], *, check_paths: bool) -> None:
+    def __init__(self, schema: dict[str, Any], *, check_paths: bool,
+                 skip_paths: tuple[str, ...] = ()) -> None:
         self.registries, self.sections = schema["registries"], schema["sections"]
-        self.check_paths = check_paths
+        self.check_paths, self.skip_paths = check_paths, skip_paths
 
     def node(self, value: Any, kind: str, key: str, *, device_transforms: bool = False) -> None:
         """One `{type: name, **kwargs}` node of registry `kind`."""
@@ -180,7 +181,8 @@ class _Check:
 
     def path(self, v: Any, kind: str, type_name: str | None, name: str, key: str) -> None:
         need = _lookup(PATHS, kind, type_name, name)
-        if need is None or not isinstance(v, str) or not self.check_paths:
+        if need is None or not isinstance(v, str) or not self.check_paths or \
+                any(key.startswith(f"{prefix}.") for prefix in self.skip_paths):
             return
         p = Path(v)
         what = {"dir": "directory", "file": "file", "any": "file or directory"}[need]
@@ -192,12 +194,14 @@ class _Check:
             raise ConfigError(f"{key}: {str(p)!r} is not a {what}")
 
 
-def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bool = True) -> None:
+def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bool = True,
+                 train_data: bool = True) -> None:
     """Every check that needs no data; raises ConfigError (one line, dotted key) on the first
     problem. `cfg` is `tubelet.config.load_config`'s result (sections already typed).
-    `check_paths=False` skips the existence of data and weight files (a recipe's test)."""
+    `check_paths=False` skips the existence of data and weight files (a recipe's test);
+    `train_data=False` only that of `data.train`'s (eval reads `data.val` alone)."""
     from tubelet.validate_cross import check_cross  # noqa: PLC0415 - a sibling, split for size
-    c = _Check(schema, check_paths=check_paths)
+    c = _Check(schema, check_paths=check_paths, skip_paths=() if train_data else ("data.train",))
     model = cfg["model"]
     c.node({k: v for k, v in model.items() if k != "pretrained"}, "model", "model")
     pretrained = model.get("pretrained")
