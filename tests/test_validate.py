@@ -130,3 +130,42 @@ def test_eval_does_not_need_the_train_data(tmp_path, monkeypatch):
     cfg["data"]["val"]["annotations"] = "nope.txt"
     with pytest.raises(ConfigError, match="^data.val.annotations: no such file 'nope.txt'$"):
         validate.check_recipe(cfg, schema, train_data=False)
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["model.global_pool=token", "model.class_token=false"],
+     "model: global_pool='token' needs class_token=True; use global_pool='avg' without one"),
+    (["model.dynamic_img_size=true", "data.train.num_frames=7"],
+     "model: a batch of data.train's shape [2, 3, 7, 40, 40] fails: input (T,)H,W (7, 40, 40) "
+     "is not divisible by the tubelet (2, 8, 8)"),
+])
+def test_train_builds_the_model_on_meta_and_runs_a_zero_batch_first(overrides, expected,
+                                                                      tmp_path):
+    """What only the model knows (a constructor's refusal, a shape that breaks the forward)
+    is answered at startup, before the data or the run dir, as one line."""
+    proc = subprocess.run([sys.executable, "-m", "tubelet.cli", "train",
+                           str(REPO / "configs" / "quickstart.yaml"), *overrides], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [f"error: {expected}"], \
+        proc.stderr
+    assert files_under(tmp_path) == set()
+
+
+@pytest.mark.parametrize("recipe", ["debug/classify_tiny.yaml", "debug/mae_pretrain_tiny.yaml",
+                                    "debug/linprobe_tiny.yaml"])
+def test_dry_forward_draws_no_random_numbers(recipe):
+    """The debug recipes' losses stay bit-identical: no RNG stream moves."""
+    import random
+
+    import numpy as np
+    import torch
+
+    from tubelet import build
+    from tubelet.config import load_config
+    cfg = load_config(REPO / "configs" / recipe)
+    schema = build.validate_config(cfg)
+    before = (torch.random.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    build.dry_forward(cfg, schema)
+    assert torch.equal(before[0], torch.random.get_rng_state())
+    assert before[1] == random.getstate()
+    assert (before[2] == np.random.get_state()[1]).all()

@@ -33,6 +33,7 @@ from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSF
                               ConfigError, build)
 from tubelet.validate import (RUNTIME, SCHEMA_VERSION, TRAIN_EXTRA_TYPES, check_recipe, describe,
                               save_schema)
+from tubelet.validate_cross import input_shape
 
 log = logging.getLogger("tubelet")
 _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/file.txt:3: ..."
@@ -112,20 +113,54 @@ def _register_builtins(imports: list[str] | None) -> None:
 
 
 def validate_config(cfg: dict[str, Any], *, check_paths: bool = True,
-                    train_data: bool = True) -> None:
+                    train_data: bool = True) -> dict[str, Any]:
     """Check every node, value, path and cross-node fact against the live registries and the
     signatures they feed (`tubelet.validate`); build nothing. Saves the schema so that the next
-    run answers before importing torch."""
+    run answers before importing torch. Returns the schema it checked against."""
     plugins = cfg.get("imports")
     live = schema(plugins)
     if not plugins:
         save_schema(live)
     check_recipe(cfg, live, check_paths=check_paths, train_data=train_data)
     DistributedOptions(**cfg.get("distributed") or {}).check()
+    return live
     if data_node := (cfg.get("data") or {}).get("dynamic_batch"):
         for k in SAMPLER_RUNTIME:
             if k in data_node:
                 raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
+
+
+def dry_forward(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Build the model on the meta device (no memory, no weights, no RNG draws) and, when the
+    recipe fixes the clip shape, run a zero batch through it: constructor refusals and shape
+    mismatches become one-line errors before any data or run dir is touched. A model whose
+    forward meta tensors cannot run (MAE's masking is data-dependent) is only built."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = build_at(model_spec(cfg), MODELS, key="model")
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        if isinstance(e, ConfigError) and str(e).startswith("model"):
+            raise
+        raise ConfigError(f"model: {_first_line(e)}") from None
+    shape = input_shape(cfg, schema)
+    if shape is None:
+        return
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape, device="meta"))
+    except NotImplementedError:  # an op without a meta kernel: not a recipe problem
+        return
+    except (RuntimeError, ValueError, AssertionError) as e:
+        raise ConfigError(f"model: a batch of data.train's shape {list(shape)} fails: "
+                          f"{_first_line(e)}") from None
+    classes = (cfg["task"] or {}).get("num_classes")
+    if torch.is_tensor(out) and out.ndim == 2 and classes and out.shape[1] != classes:
+        raise ConfigError(f"task.num_classes: {classes}, but the model outputs "
+                          f"{out.shape[1]} values per clip")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def schema(imports: list[str] | None = None) -> dict[str, Any]:
@@ -276,7 +311,7 @@ def build_optimizer(node: dict[str, Any], model: nn.Module, *,
 
 
 def build_trainer(cfg: dict[str, Any]) -> Trainer:
-    validate_config(cfg)
+    dry_forward(cfg, validate_config(cfg))
     train = dict(cfg.get("train") or {})
     data, seed = DataOptions(**cfg.get("data") or {}), int(cfg["seed"])
     run_dir = Path(cfg["run"]["dir"])
@@ -307,7 +342,7 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
 
 def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     """`tubelet eval`: load `checkpoint`'s model weights and evaluate on `data.val`."""
-    validate_config(cfg, train_data=False)  # eval reads data.val only
+    dry_forward(cfg, validate_config(cfg, train_data=False))  # eval reads data.val only
     path = cfg.get("checkpoint")
     if not path or not Path(str(path)).is_file():
         raise ConfigError(f"checkpoint: {path!r} not found (pass checkpoint=PATH)")

@@ -58,6 +58,26 @@ def check_cross(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     _check_best_metric(cfg.get("train") or {}, task, cfg["task"]["type"])
 
 
+def input_shape(cfg: dict[str, Any], schema: dict[str, Any]) -> tuple[int, ...] | None:
+    """The shape of a batch of two clips of `data.train` as the model receives it, when the
+    recipe fixes it ((B, C, T, H, W), or (B, C, H, W) for images); None when only the data
+    knows (features, real videos without a sizing transform, dynamic batches)."""
+    regs, data = schema["registries"], cfg.get("data") or {}
+    split = data.get("train")
+    if not isinstance(split, dict) or data.get("dynamic_batch") is not None:
+        return None
+    model = cfg["model"]
+    inp_node = model["backbone"] if isinstance(model.get("backbone"), dict) else model
+    inp = _Node(inp_node, regs["model"][inp_node["type"]], "")
+    ds = _Node(split, regs["dataset"][split["type"]], "data.train")
+    size, _ = _output_size(ds, regs)
+    if size is None or None in size:
+        return None
+    channels = inp.get("in_chans") if inp.has("in_chans") else 3
+    frames = ds.get("num_frames") if ds.has("num_frames") else None
+    return (2, channels or 3, *([frames] if frames else []), *size)
+
+
 def _check_geometry(m: _Node) -> None:
     """Sizes that must divide: the image by the patch, the clip by the tubelet, the width by
     the heads (the model would fail at build or at the first step otherwise)."""
