@@ -169,3 +169,18 @@ def test_dry_forward_draws_no_random_numbers(recipe):
     assert torch.equal(before[0], torch.random.get_rng_state())
     assert before[1] == random.getstate()
     assert (before[2] == np.random.get_state()[1]).all()
+
+
+@pytest.mark.parametrize("kwargs", [{"clip_grad": -1.0}, {"clip_grad": 0.0}, {"epochs": 0},
+                                    {"eval_interval": 0}])
+def test_trainer_keeps_its_own_checks_for_direct_callers(kwargs):
+    """Defence in depth: the Trainer built from Python (no recipe) refuses them too; a
+    negative clip_grad trained by gradient ascent."""
+    import torch
+
+    from tubelet.engine.trainer import Trainer
+    from tubelet.registry import ConfigError
+    runtime = dict.fromkeys(("model", "task", "optimizer", "train_loader", "train_sampler",
+                             "val_loader", "base_lr", "logger"))
+    with pytest.raises(ConfigError, match="clip_grad > 0 or null"):
+        Trainer(**runtime, run_dir="unused", device=torch.device("cpu"), **kwargs)
