@@ -54,6 +54,15 @@ def test_random_mutations_of_every_recipe_give_no_traceback_and_no_hang(tmp_path
         else:
             assert justify(what), f"{recipe}: {what} accepted without a reason"
     assert sum(rc == 2 for *_, rc, _ in results) > 0.8 * len(results)
+    # a sample through real processes: the same answer, and nothing else on stderr
+    mutants = sorted(tmp_path.glob("m*_*.yaml"))
+    assert len(mutants) == len(results)
+    for path in mutants[::60]:
+        n, i = map(int, path.stem[1:].split("_"))
+        recipe, what, rc, err = results[n * 15 + i]
+        proc = subprocess.run([sys.executable, "-m", "tubelet.cli", "config", str(path)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert (proc.returncode, proc.stderr) == (rc, err), (recipe, what)
 
 
 def test_schema_cache_matches_the_live_registries_and_skips_torch(tmp_path):
