@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from tests.tools.bad_inputs import BAD_INPUTS
 from tests.tools.mutate import justify, run_mutations
-from tubelet import validate
+from tubelet import validate, validate_schema
 from tubelet.cli import main
 
 
@@ -67,9 +67,9 @@ def test_random_mutations_of_every_recipe_give_no_traceback_and_no_hang(tmp_path
 
 def test_schema_cache_matches_the_live_registries_and_skips_torch(tmp_path):
     env = {**os.environ, "TUBELET_CACHE_DIR": str(tmp_path / "cache")}
-    code = ("import json, sys; from tubelet import build, validate; "
+    code = ("import json, sys; from tubelet import build, validate_schema; "
             "live = build.schema(); build.save_schema(live); "
-            "print(json.loads(json.dumps(live)) == validate.cached_schema())")
+            "print(json.loads(json.dumps(live)) == validate_schema.cached_schema())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == "True", out.stderr
@@ -113,7 +113,7 @@ def test_annotated_constraints_in_a_plugin_signature():
 
     reg = Registry("model")
     reg.add("plugin", Plugin)
-    schema = {"registries": {"model": {"plugin": validate.describe(Plugin)}}, "sections": {}}
+    schema = {"registries": {"model": {"plugin": validate_schema.describe(Plugin)}}, "sections": {}}
     check = validate._Check(schema, check_paths=True)
     check.node({"type": "plugin", "width": 16}, "model", "model")
     with pytest.raises(ConfigError, match=r"^model.width: must be >= 8, got 4$"):

@@ -5,7 +5,6 @@ This is the one place that reads the recipe's sections; below it, components tak
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import random
 import re
@@ -31,8 +30,8 @@ from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, setup_text_log
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
                               ConfigError, build)
-from tubelet.validate import (RUNTIME, SCHEMA_VERSION, TRAIN_EXTRA_TYPES, check_recipe, describe,
-                              save_schema)
+from tubelet.validate import RUNTIME, TRAIN_EXTRA_TYPES, check_recipe
+from tubelet.validate_schema import SCHEMA_VERSION, describe, save_schema
 from tubelet.validate_cross import input_shape
 
 log = logging.getLogger("tubelet")

@@ -105,8 +105,8 @@ def _run(args: argparse.Namespace) -> int:
 def _check_early(cfg: dict, *, train_data: bool = True) -> bool:
     """Full validation against the cached schema of the registries, before torch is imported;
     False when there is no cache yet or the recipe imports plugins (then `build` validates)."""
-    from tubelet import validate  # noqa: PLC0415
-    schema = None if cfg.get("imports") else validate.cached_schema()
+    from tubelet import validate, validate_schema  # noqa: PLC0415
+    schema = None if cfg.get("imports") else validate_schema.cached_schema()
     if schema is None:
         return False
     validate.check_recipe(cfg, schema, train_data=train_data)

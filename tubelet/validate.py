@@ -3,7 +3,7 @@
 The checks run on a *schema*: for every registered part (and the `train:`, `data:`, ...
 sections) its keyword parameters with their annotations and defaults, as plain JSON data.
 `tubelet.build.schema()` makes it from the live registries (importing torch and every part);
-`cached_schema()` reads the copy that the last such run saved, keyed by the package's files, so
+`tubelet.validate_schema.cached_schema()` reads the copy that the last such run saved, so
 `tubelet config|train|eval|data check` answer a recipe error before torch is imported. The same
 `check_recipe` runs on either, so the two paths cannot disagree.
 
@@ -19,19 +19,12 @@ This module imports no torch.
 from __future__ import annotations
 
 import ast
-import hashlib
-import json
 import math
-import os
-import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean
-
-SCHEMA_VERSION = 1
-Spec = dict[str, Any]  # {"params": {name: [annotation, required, default]}, "kwargs": bool, ...}
+from tubelet.validate_schema import Spec
 
 # Arguments the builder passes itself: never recipe keys.
 RUNTIME = {"dataset": ("transform", "to_float"), "head": ("in_features",),
@@ -377,77 +370,3 @@ def _kind(value: Any) -> str:
 
 def _short(value: Any) -> str:
     return repr(value) if isinstance(value, str) and len(value) <= 60 else _kind(value)
-
-
-# ---- the schema: from live objects, and its cache ----
-
-def describe(target: Any, *, runtime: tuple[str, ...] = ()) -> Spec:
-    """A callable's keyword parameters as plain data: annotation source, required, default."""
-    import inspect  # noqa: PLC0415
-
-    from tubelet.registry import _parameters  # noqa: PLC0415
-    params, takes_kwargs = _parameters(target)
-    out = {}
-    for name, p in params.items():
-        if name in runtime:
-            continue
-        ann = p.annotation
-        text = "" if ann is p.empty else ann if isinstance(ann, str) else \
-            inspect.formatannotation(ann)
-        default = None if p.default is p.empty else _plain(p.default)
-        out[name] = [text, p.default is p.empty, default]
-    cls = getattr(target, "func", target)
-    return {"params": out, "kwargs": takes_kwargs,
-            "sets_size": bool(getattr(cls, "sets_size", False)),
-            "layer_ids": callable(getattr(cls, "get_layer_id", None))}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bool, int, float, str)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)) and all(isinstance(x, (bool, int, float, str))
-                                               for x in value):
-        return list(value)
-    return None
-
-
-def cache_path() -> Path:
-    """Where the schema cache lives: `$TUBELET_CACHE_DIR`, else the user's cache directory.
-    Its name carries a fingerprint of the package's files and versions, so any change to
-    tubelet (or torch) makes a new one; nothing is maintained by hand."""
-    root = os.environ.get("TUBELET_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tubelet")
-    package = Path(__file__).resolve().parent
-    h = hashlib.sha256(f"{SCHEMA_VERSION} {sys.version} {_version('torch')} {package}".encode())
-    for f in sorted(package.rglob("*.py")):
-        st = f.stat()
-        h.update(f"{f.relative_to(package)} {st.st_mtime_ns} {st.st_size}\n".encode())
-    return Path(root) / f"schema-{h.hexdigest()[:20]}.json"
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "none"
-
-
-def cached_schema() -> dict[str, Any] | None:
-    """The schema saved by an earlier run of this exact package, or None."""
-    try:
-        data = json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and data.get("version") == SCHEMA_VERSION else None
-
-
-def save_schema(schema: dict[str, Any]) -> None:
-    """Write the cache atomically; a read-only or full disk only means the next run is slower."""
-    path = cache_path()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(schema))
-        os.replace(tmp, path)
-    except OSError:
-        pass
