@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from tubelet.registry import ConfigError, did_you_mean
+from tubelet.registry import ConfigError, did_you_mean, value_kind
 
 # Top-level sections and, for the plain (non-`type:`) ones, their keys. The keys of `train`,
 # `schedule` and `data` are checked against the signatures they feed in `tubelet.build`.
@@ -261,22 +261,22 @@ def check_sections(data: dict[str, Any]) -> None:
         expected = SECTION_KINDS.get(key)
         if expected is not None and not isinstance(value, expected):
             raise ConfigError(f"{key}: expected {_KIND_NAMES[expected]}, got "
-                              f"{_kind(value)}")
+                              f"{value_kind(value)}")
     for key in data.get("run") or {}:
         if key not in RUN_KEYS:
             raise ConfigError(f"run.{key}: unknown key{did_you_mean(key, RUN_KEYS)}")
     for key, value in (data.get("run") or {}).items():
         if value is not None and not isinstance(value, (str, int)) or isinstance(value, bool) \
                 or value == "":
-            raise ConfigError(f"run.{key}: expected a name or path, got {_kind(value)}")
+            raise ConfigError(f"run.{key}: expected a name or path, got {value_kind(value)}")
     for i, name in enumerate(data.get("imports") or []):
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"imports[{i}]: expected a module name, got {_kind(name)}")
+            raise ConfigError(f"imports[{i}]: expected a module name, got {value_kind(name)}")
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed: expected an integer in [0, 2**32), got {seed!r}"
                           if isinstance(seed, int) else f"seed: expected an integer, got "
-                          f"{_kind(seed)}")
+                          f"{value_kind(seed)}")
 
 
 _MAPPING, _MAYBE_MAPPING, _MAYBE_LIST, _MAYBE_STR = (dict,), (dict, type(None)), \
@@ -285,19 +285,12 @@ SECTION_KINDS: dict[str, tuple[type, ...]] = {
     "model": _MAPPING, "task": _MAPPING, "optimizer": _MAPPING,
     "data": _MAYBE_MAPPING, "schedule": _MAYBE_MAPPING, "train": _MAYBE_MAPPING,
     "distributed": _MAYBE_MAPPING, "run": _MAYBE_MAPPING,
-    "hooks": _MAYBE_LIST, "imports": _MAYBE_LIST, "resume": _MAYBE_STR, "checkpoint": _MAYBE_STR,
+    "hooks": _MAYBE_LIST, "imports": _MAYBE_LIST, "checkpoint": _MAYBE_STR,
 }
 _KIND_NAMES = {_MAPPING: "a mapping", _MAYBE_MAPPING: "a mapping", _MAYBE_LIST: "a list",
                _MAYBE_STR: "a path"}
 
 
-def _kind(value: Any) -> str:
-    """How an error describes a wrong value: its YAML kind, and the value when it is short."""
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
-    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
-        return f"{kind} {value!r}"
-    return kind
 
 
 def dump_config(data: dict[str, Any]) -> str:

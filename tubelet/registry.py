@@ -61,6 +61,15 @@ class OneOf:
         return f"unknown {x!r}; choose one of {list(self.choices)}{hint}"
 
 
+def value_kind(value: Any) -> str:
+    """How an error describes a recipe value: its YAML kind, and the value when it is short."""
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
+    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
+        return f"{kind} {value!r}"
+    return kind
+
+
 def Min(lo: float) -> Range:  # noqa: N802 - reads as a type annotation
     return Range(lo=lo)
 

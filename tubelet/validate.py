@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean
+from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean, value_kind
 from tubelet.validate_schema import Spec
 
 # Arguments the builder passes itself: never recipe keys.
@@ -77,7 +77,8 @@ RANGES: dict[str, Range | OneOf] = {
     "warmup_epochs": _NONNEG, "min_lr": _NONNEG, "batch_size": _POS, "val_batch_size": _POS,
     "num_workers": _NONNEG, "prefetch_factor": _POS, "max_bad_fraction": _UNIT,
     "max_pixels": _POS, "aspect_ratios": Gt(0), "multiple_of": _POS,
-    "strategy": OneOf(("ddp", "fsdp", "none")), "distributed.backend": OneOf(("auto", "nccl", "gloo")),
+    "strategy": OneOf(("ddp", "fsdp", "none")),
+    "distributed.backend": OneOf(("auto", "nccl", "gloo")),
     "param_dtype": OneOf(("none", "bf16", "fp16")), "timeout_s": Gt(0),
 }
 # Paths that must exist when given: "file", "dir", or "any" (a file or a directory).
@@ -105,7 +106,8 @@ class _Check:
     def node(self, value: Any, kind: str, key: str, *, device_transforms: bool = False) -> None:
         """One `{type: name, **kwargs}` node of registry `kind`."""
         if not isinstance(value, dict) or "type" not in value:
-            raise ConfigError(f"{key}: expected a mapping with a 'type' key, got {_kind(value)}")
+            raise ConfigError(f"{key}: expected a mapping with a 'type' key, got "
+                              f"{value_kind(value)}")
         name, entries = value["type"], self.registries[kind]
         if not isinstance(name, str) or name not in entries:
             raise ConfigError(f"{key}.type: unknown {kind} {_short(name)}"
@@ -117,7 +119,7 @@ class _Check:
                 steps = kwargs.pop(list_key, None)
                 if steps is not None and not isinstance(steps, list):
                     raise ConfigError(f"{key}.{list_key}: expected a list of transforms, got "
-                                      f"{_kind(steps)}")
+                                      f"{value_kind(steps)}")
                 for i, t in enumerate(steps or []):
                     self.node(t, "transform", f"{key}.{list_key}[{i}]")
         self.params(kwargs, entries[name], key=key, kind=kind, type_name=name)
@@ -126,7 +128,7 @@ class _Check:
         if value is None:
             value = {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {_kind(value)}")
+            raise ConfigError(f"{key}: expected a mapping, got {value_kind(value)}")
         self.params(value, self.sections[name], key=key, kind=name, type_name=None)
 
     def params(self, kwargs: dict[str, Any], spec: Spec, *, key: str, kind: str,
@@ -149,7 +151,7 @@ class _Check:
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{key}: must be a finite number, got {v!r}")
         if expr is not None and not _accepts(v, expr):
-            raise ConfigError(f"{key}: expected {_show(expr)}, got {_kind(v)}")
+            raise ConfigError(f"{key}: expected {_show(expr)}, got {value_kind(v)}")
         if _too_big(v):
             raise ConfigError(f"{key}: {v} is out of range (an integer here is below 2**31)")
         for rule in [_lookup(RANGES, kind, type_name, name), *_annotated(expr)]:
@@ -163,7 +165,7 @@ class _Check:
         if child == "dataset[]":
             if not isinstance(v, list) or not v:
                 raise ConfigError(f"{key}: expected a non-empty list of dataset nodes, got "
-                                  f"{_kind(v)}")
+                                  f"{value_kind(v)}")
             for i, node in enumerate(v):
                 self.node(node, "dataset", f"{key}[{i}]")
         elif child.startswith("@"):
@@ -200,7 +202,7 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
     pretrained = model.get("pretrained")
     if pretrained is not None:
         if not isinstance(pretrained, str) or not pretrained:
-            raise ConfigError(f"model.pretrained: expected a path, got {_kind(pretrained)}")
+            raise ConfigError(f"model.pretrained: expected a path, got {value_kind(pretrained)}")
         if check_paths and not Path(pretrained).exists():
             raise ConfigError(f"model.pretrained: no such file or directory {pretrained!r}")
     c.node(cfg["task"], "task", "task")
@@ -211,6 +213,9 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
     for i, hook in enumerate(cfg.get("hooks") or []):
         c.node(hook, "hook", f"hooks[{i}]")
     resume = cfg.get("resume")
+    if not isinstance(resume, (str, dict, type(None))):  # a mapping is run-dir business
+        raise ConfigError(f"resume: expected auto, null or a checkpoint path, got "
+                          f"{value_kind(resume)}")
     if isinstance(resume, str) and resume != "auto" and not Path(resume).is_file():
         raise ConfigError(f"resume: checkpoint {resume!r} not found")
     check_cross(cfg, schema)
@@ -360,13 +365,7 @@ def _too_big(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**31
 
 
-def _kind(value: Any) -> str:
-    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
-            dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
-    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
-        return f"{kind} {value!r}"
-    return kind
 
 
 def _short(value: Any) -> str:
-    return repr(value) if isinstance(value, str) and len(value) <= 60 else _kind(value)
+    return repr(value) if isinstance(value, str) and len(value) <= 60 else value_kind(value)
