@@ -38,8 +38,11 @@ def hostile_recipes(root: Path) -> dict[str, tuple[Path, str]]:
     os.mkfifo(root / "fifo")
     out["fifo"] = (write(root / "fifo.yaml", "base: fifo\n"),
                    "fifo: not a regular file (a FIFO, socket or device); expected a recipe file")
-    with open(root / "big.yaml", "w") as f:  # 50 MB: one long flow list
-        f.write("x: [" + "1," * 25_000_000 + "1]\n")
+    with open(root / "big.yaml", "w") as f:  # 50 MB: one long flow list, written in chunks
+        f.write("x: [")
+        for _ in range(250):
+            f.write("1," * 100_000)
+        f.write("1]\n")
     out["list_50mb"] = (root / "big.yaml", "big.yaml: 50000007 bytes; a recipe may have at most "
                         "1048576 (1 MiB)")
     for i in range(1000):
