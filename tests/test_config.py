@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools.hostile import hostile_recipes
 from tubelet.config import load_config, parse_override
 from tubelet.registry import ConfigError
 
@@ -72,3 +73,38 @@ def test_bad_interpolation_names_the_key(tmp_path):
 def test_malformed_overrides(text):
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_override(text)
+
+
+def test_hostile_recipes_exit_2_with_one_line_in_bounded_memory(tmp_path):
+    """Each through the real CLI under a 200 MB address-space limit (a MemoryError would be a
+    traceback) and a 20 s hang bound; the error never quotes the file (the secret's line)."""
+    import resource
+    import subprocess
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (200 << 20, 200 << 20))
+
+    for name, (recipe, expected_end) in hostile_recipes(tmp_path).items():
+        proc = subprocess.run([sys.executable, "-m", "tubelet.cli", "config", str(recipe)],
+                              capture_output=True, text=True, timeout=20, preexec_fn=limit,
+                              cwd=tmp_path)
+        lines = proc.stderr.splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (name, proc.stderr[-2000:])
+        assert lines[0].startswith("error: ") and lines[0].endswith(expected_end), (name, lines)
+        assert "s3cr3t" not in proc.stderr and "root:" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,message", [
+    ("base: [null]\n", r"base\[0\]: expected a recipe path, got NoneType"),
+    ("base: {a: 1}\n", "base: expected a recipe path, got dict"),
+    (MINIMAL + "imports: oops\n", "imports: expected a list, got string 'oops'"),
+    (MINIMAL + "hooks: {type: ema}\n", "hooks: expected a list, got mapping"),
+    (MINIMAL + "seed: -1\n", r"seed: expected an integer in \[0, 2\*\*32\), got -1"),
+    (MINIMAL + "seed: abc\n", "seed: expected an integer, got string 'abc'"),
+    (MINIMAL + "run: {name: [1]}\n", "run.name: expected a name or path, got list"),
+    ("- 1\n- 2\n", "a recipe must be a mapping, got list"),
+])
+def test_bad_types_at_the_top_are_user_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path / "r.yaml", text))

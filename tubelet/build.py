@@ -5,7 +5,6 @@ This is the one place that reads the recipe's sections; below it, components tak
 from __future__ import annotations
 
 import importlib
-import inspect
 import logging
 import random
 import re
@@ -31,7 +30,10 @@ from tubelet.engine.evaluate import run_eval
 from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, setup_text_log
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
-                              ConfigError, build, check_kwargs, did_you_mean, validate)
+                              ConfigError, build)
+from tubelet.validate import RUNTIME, TRAIN_EXTRA_TYPES, check_recipe
+from tubelet.validate_schema import SCHEMA_VERSION, describe, save_schema
+from tubelet.validate_cross import input_shape
 
 log = logging.getLogger("tubelet")
 _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/file.txt:3: ..."
@@ -110,43 +112,80 @@ def _register_builtins(imports: list[str] | None) -> None:
             raise ConfigError(f"imports[{i}]: cannot import {name!r} ({e})") from None
 
 
-def validate_config(cfg: dict[str, Any]) -> None:
-    """Check every node against its registry and target signature; build nothing."""
-    _register_builtins(cfg.get("imports"))
-    validate(model_spec(cfg), MODELS, key="model")
-    validate(cfg["task"], TASKS, key="task")
-    opt = cfg["optimizer"]
-    validate({k: v for k, v in opt.items() if k not in GROUP_KEYS}, OPTIMIZERS, key="optimizer",
-             runtime=("params", "lr"))
-    data = cfg.get("data") or {}
-    check_kwargs(DataOptions, data, key="data")
-    if data.get("dynamic_batch") is not None:
-        check_kwargs(DynamicBatchSampler, data["dynamic_batch"], key="data.dynamic_batch",
-                     runtime=SAMPLER_RUNTIME)
-        for k in SAMPLER_RUNTIME:
-            if k in data["dynamic_batch"]:
-                raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
-    check_kwargs(DistributedOptions, cfg.get("distributed") or {}, key="distributed")
+def validate_config(cfg: dict[str, Any], *, check_paths: bool = True,
+                    train_data: bool = True) -> dict[str, Any]:
+    """Check every node, value, path and cross-node fact against the live registries and the
+    signatures they feed (`tubelet.validate`); build nothing. Saves the schema so that the next
+    run answers before importing torch. Returns the schema it checked against."""
+    plugins = cfg.get("imports")
+    live = schema(plugins)
+    if not plugins:
+        save_schema(live)
+    check_recipe(cfg, live, check_paths=check_paths, train_data=train_data)
     DistributedOptions(**cfg.get("distributed") or {}).check()
-    for split in ("train", "val"):
-        node = data.get(split)
-        if node is None:
-            continue
-        for list_key in DATA_TRANSFORM_KEYS:
-            for i, t in enumerate(node.get(list_key) or []):
-                validate(t, TRANSFORMS, key=f"data.{split}.{list_key}[{i}]")
-        validate({k: v for k, v in node.items() if k not in DATA_TRANSFORM_KEYS}, DATASETS,
-                 key=f"data.{split}", runtime=("transform",))
-    allowed = (set(inspect.signature(Trainer).parameters) - TRAINER_RUNTIME) | TRAIN_EXTRA
-    for section, keys in (("train", allowed), ("schedule", SCHEDULE_KEYS)):
-        for key in cfg.get(section) or {}:
-            if key not in keys:
-                raise ConfigError(f"{section}.{key}: unknown key{did_you_mean(key, keys)}")
-    for i, node in enumerate(cfg.get("hooks") or []):
-        validate(node, HOOKS, key=f"hooks[{i}]")
-    resume = cfg.get("resume")
-    if resume not in (None, "auto") and not Path(str(resume)).is_file():
-        raise ConfigError(f"resume: checkpoint {str(resume)!r} not found")
+    return live
+    if data_node := (cfg.get("data") or {}).get("dynamic_batch"):
+        for k in SAMPLER_RUNTIME:
+            if k in data_node:
+                raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
+
+
+def dry_forward(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
+    """Build the model on the meta device (no memory, no weights, no RNG draws) and, when the
+    recipe fixes the clip shape, run a zero batch through it: constructor refusals and shape
+    mismatches become one-line errors before any data or run dir is touched. A model whose
+    forward meta tensors cannot run (MAE's masking is data-dependent) is only built."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = build_at(model_spec(cfg), MODELS, key="model")
+    except (ValueError, TypeError) as e:  # ConfigError is a ValueError
+        if isinstance(e, ConfigError) and str(e).startswith("model"):
+            raise
+        raise ConfigError(f"model: {_first_line(e)}") from None
+    shape = input_shape(cfg, schema)
+    if shape is None:
+        return
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(shape, device="meta"))
+    except NotImplementedError:  # an op without a meta kernel: not a recipe problem
+        return
+    except (RuntimeError, ValueError, AssertionError) as e:
+        raise ConfigError(f"model: a batch of data.train's shape {list(shape)} fails: "
+                          f"{_first_line(e)}") from None
+    classes = (cfg["task"] or {}).get("num_classes")
+    if torch.is_tensor(out) and out.ndim == 2 and classes and out.shape[1] != classes:
+        raise ConfigError(f"task.num_classes: {classes}, but the model outputs "
+                          f"{out.shape[1]} values per clip")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def schema(imports: list[str] | None = None) -> dict[str, Any]:
+    """What `tubelet.validate` checks a recipe against: every registered part's and every
+    section's parameters, as plain data."""
+    from tubelet.data.mixup import Mixup
+    from tubelet.models.heads import HEADS, NECKS
+    _register_builtins(imports)
+    registries = {}
+    for kind, reg in (("model", MODELS), ("head", HEADS), ("neck", NECKS), ("dataset", DATASETS),
+                      ("transform", TRANSFORMS), ("task", TASKS), ("optimizer", OPTIMIZERS),
+                      ("hook", HOOKS)):
+        runtime = RUNTIME.get(kind, ())
+        registries[kind] = {name: describe(reg.get(name), runtime=runtime) for name in reg.names()}
+    for spec in registries["optimizer"].values():  # the builder's own optimizer keys
+        spec["params"].update({k: ["float | None", False, None] for k in GROUP_KEYS})
+    train = describe(Trainer, runtime=tuple(TRAINER_RUNTIME))
+    train["params"].update({k: [TRAIN_EXTRA_TYPES.get(k, ""), False, None] for k in TRAIN_EXTRA})
+    trainer = describe(Trainer)["params"]
+    sections = {"train": train, "data": describe(DataOptions),
+                "schedule": {"params": {k: trainer[k] for k in SCHEDULE_KEYS}, "kwargs": False},
+                "distributed": describe(DistributedOptions),
+                "dynamic_batch": describe(DynamicBatchSampler, runtime=SAMPLER_RUNTIME),
+                "mixup": describe(Mixup, runtime=("num_classes", "label_smoothing"))}
+    return {"version": SCHEMA_VERSION, "registries": registries, "sections": sections}
 
 
 def model_spec(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -274,7 +313,7 @@ def build_optimizer(node: dict[str, Any], model: nn.Module, *,
 
 
 def build_trainer(cfg: dict[str, Any]) -> Trainer:
-    validate_config(cfg)
+    dry_forward(cfg, validate_config(cfg))
     train = dict(cfg.get("train") or {})
     data, seed = DataOptions(**cfg.get("data") or {}), int(cfg["seed"])
     run_dir = Path(cfg["run"]["dir"])
@@ -305,7 +344,7 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
 
 def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     """`tubelet eval`: load `checkpoint`'s model weights and evaluate on `data.val`."""
-    validate_config(cfg)
+    dry_forward(cfg, validate_config(cfg, train_data=False))  # eval reads data.val only
     path = cfg.get("checkpoint")
     if not path or not Path(str(path)).is_file():
         raise ConfigError(f"checkpoint: {path!r} not found (pass checkpoint=PATH)")

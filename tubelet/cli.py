@@ -88,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from tubelet.config import dump_config, load_config
     cfg = load_config(args.recipe, args.overrides)  # no torch yet: typos fail fast
+    checked = _check_early(cfg, train_data=args.command != "eval")
+    if args.command == "config" and checked:
+        sys.stdout.write(dump_config(cfg))
+        return 0
     from tubelet import build  # noqa: PLC0415 - heavy: torch, models, datasets
     if args.command == "config":
         build.validate_config(cfg)
@@ -111,9 +115,21 @@ def _run(args: argparse.Namespace) -> int:
         dist.shutdown()
 
 
+def _check_early(cfg: dict, *, train_data: bool = True) -> bool:
+    """Full validation against the cached schema of the registries, before torch is imported;
+    False when there is no cache yet or the recipe imports plugins (then `build` validates)."""
+    from tubelet import validate, validate_schema  # noqa: PLC0415
+    schema = None if cfg.get("imports") else validate_schema.cached_schema()
+    if schema is None:
+        return False
+    validate.check_recipe(cfg, schema, train_data=train_data)
+    return True
+
+
 def _data_check(args: argparse.Namespace) -> int:
     from tubelet.config import load_config
     cfg = load_config(args.recipe, args.overrides)
+    _check_early(cfg)
     from tubelet import build  # noqa: PLC0415
     from tubelet.data.check import report  # noqa: PLC0415
     build.validate_config(cfg)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 
@@ -19,6 +21,65 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """Return "; did you mean 'x'?" for the closest choice, or "" when nothing is close."""
     best = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
     return f"; did you mean {best[0]!r}?" if best else ""
+
+
+@dataclass(frozen=True)
+class Range:
+    """A value constraint: `lo <= x <= hi` (`<` at an open end). On a list, every number in it.
+    Use it in a signature as `depth: Annotated[int, Min(1)]`, or in `tubelet.validate.RANGES`."""
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def problem(self, x: float) -> str | None:
+        """None when `x` is in range, else what it must be."""
+        if (self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo))) or \
+                (self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi))):
+            return f"must be {self}"
+        return None
+
+    def __str__(self) -> str:
+        lo = None if self.lo is None else f"{'>' if self.lo_open else '>='} {_num(self.lo)}"
+        hi = None if self.hi is None else f"{'<' if self.hi_open else '<='} {_num(self.hi)}"
+        if lo and hi:
+            return (f"in {'(' if self.lo_open else '['}{_num(self.lo)}, {_num(self.hi)}"
+                    f"{')' if self.hi_open else ']'}")
+        return lo or hi or "any number"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A value constraint: one of `choices` (strings, booleans, None)."""
+    choices: tuple[Any, ...]
+
+    def problem(self, x: Any) -> str | None:
+        if x in self.choices and all(type(x) is type(c) for c in self.choices if c == x):
+            return None
+        names = [c for c in self.choices if isinstance(c, str)]
+        hint = did_you_mean(x, names) if isinstance(x, str) else ""
+        return f"unknown {x!r}; choose one of {list(self.choices)}{hint}"
+
+
+def value_kind(value: Any) -> str:
+    """How an error describes a recipe value: its YAML kind, and the value when it is short."""
+    kind = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list",
+            dict: "mapping", type(None): "null"}.get(type(value), type(value).__name__)
+    if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 40):
+        return f"{kind} {value!r}"
+    return kind
+
+
+def Min(lo: float) -> Range:  # noqa: N802 - reads as a type annotation
+    return Range(lo=lo)
+
+
+def Gt(lo: float) -> Range:  # noqa: N802
+    return Range(lo=lo, lo_open=True)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and not math.isinf(x) else repr(x)
 
 
 class Registry:

@@ -51,6 +51,9 @@ class Trainer:
             raise ConfigError(f"train.best_mode: expected 'max' or 'min', got {best_mode!r}")
         if nan_guard not in NAN_POLICIES:
             raise ConfigError(f"train.nan_guard: unknown {nan_guard!r}; choose one of {list(NAN_POLICIES)}")
+        if epochs < 1 or eval_interval < 1 or (clip_grad is not None and not clip_grad > 0):
+            # clip_grad <= 0 would scale every gradient by a negative factor: gradient ascent
+            raise ConfigError("train: epochs and eval_interval must be >= 1, clip_grad > 0 or null")
         self.model, self.task, self.optimizer = model, task, optimizer
         self.train_loader, self.train_sampler, self.val_loader = train_loader, train_sampler, val_loader
         self.run_dir, self.ckpt_dir = Path(run_dir), Path(run_dir) / "checkpoints"

@@ -16,12 +16,13 @@ from tubelet.data.decode import DecodeError, read_images
 from tubelet.data.transforms import RandomHorizontalFlip
 from tubelet.data.metadata import parallel_map
 from tubelet.data.tables import at_line
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError
 
 
 def read_annotations(path: Path, *, root: Path) -> SampleTable:
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where, fields = f"{path}:{lineno}", line.split()

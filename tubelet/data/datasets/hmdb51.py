@@ -11,6 +11,7 @@ import torch
 from tubelet.data.datasets.base import SampleTable, check_dir
 from tubelet.data.datasets.video import VideoDataset, default_index_file
 from tubelet.data.tables import at_line
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError
 
 SUBSET_IDS = {"train": "1", "test": "2"}
@@ -21,7 +22,7 @@ def read_split_file(path: Path, *, class_dir: Path, subset_id: str,
     """The samples of the lines with `subset_id`; every line is checked, whatever its subset,
     so a broken file fails on the first run rather than the test run."""
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()

@@ -7,6 +7,7 @@ unlabelled, for prediction, with its clips in ROOT; training and metrics refuse 
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Callable
 
@@ -15,6 +16,7 @@ import torch
 from tubelet.data.datasets.base import SampleTable, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
 from tubelet.data.tables import at_line
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError
 
 COLUMNS = ("youtube_id", "time_start", "time_end")
@@ -27,7 +29,7 @@ def clip_name(youtube_id: str, start: str, end: str, extension: str) -> str:
 def read_csv(path: Path) -> tuple[list[tuple[dict[str, str], int]], bool]:
     """((row, line number) for each row, whether the CSV has a `label` column); checks the
     header and the numeric columns."""
-    with open(path, newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in (*COLUMNS, "label") if c not in (reader.fieldnames or [])]
         if missing and missing != ["label"]:

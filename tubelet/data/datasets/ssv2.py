@@ -14,12 +14,13 @@ import torch
 from tubelet.data.datasets.base import SampleTable, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
 from tubelet.data.tables import at_item
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError, did_you_mean
 
 
 def _load_json(path: Path, kind: type) -> object:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path))
     except ValueError as err:
         raise ConfigError(f"{path}:{getattr(err, 'lineno', 1)}: invalid JSON ({err})") from None
     if not isinstance(data, kind):

@@ -12,6 +12,7 @@ import torch
 from tubelet.data.datasets.base import SampleTable, check_dir, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file
 from tubelet.data.tables import at_line
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError, did_you_mean
 
 LIST_NAMES = {"train": "trainlist0{}.txt", "test": "testlist0{}.txt"}
@@ -19,7 +20,7 @@ LIST_NAMES = {"train": "trainlist0{}.txt", "test": "testlist0{}.txt"}
 
 def read_class_index(path: Path) -> list[str]:
     classes = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split()
@@ -33,7 +34,7 @@ def read_class_index(path: Path) -> list[str]:
 def read_list(path: Path, *, videos: Path, classes: list[str]) -> SampleTable:
     lookup = {c.lower(): k for k, c in enumerate(classes)}  # the official lists mix case
     samples = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         where, fields = f"{path}:{lineno}", line.split()

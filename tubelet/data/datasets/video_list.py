@@ -13,6 +13,7 @@ import torch
 from tubelet.data.datasets.base import SampleTable, check_file
 from tubelet.data.datasets.video import VideoDataset, default_index_file, label_in_range
 from tubelet.data.tables import at_line
+from tubelet.data.textfile import read_text
 from tubelet.registry import DATASETS, ConfigError
 
 
@@ -25,7 +26,7 @@ def read_video_list(path: Path, *, root: Path, num_classes: int | None) -> Sampl
     rows: list[tuple[Path, int | None, str, int]] = []
     labelled: bool | None = None
     first = 0
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{path}:{lineno}"
