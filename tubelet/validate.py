@@ -63,6 +63,7 @@ RANGES: dict[str, Range | OneOf] = {
     "magnitude": _NONNEG, "magnitude_std": _NONNEG,
     # tasks, optimizers, hooks
     "label_smoothing": _PROB_OPEN, "mixup_alpha": _NONNEG, "cutmix_alpha": _NONNEG,
+    "pixel_std": Gt(0), "norm_pix_loss": OneOf((True, False, "mae", "videomae", "none")),
     "prob": _UNIT, "switch_prob": _UNIT, "output": OneOf(("vector", "pitchyaw")),
     "task.gaze.loss": OneOf(("angular", "l1")),
     "lr": Gt(0), "blr": Gt(0), "weight_decay": _NONNEG, "momentum": Range(0, 1, hi_open=True),
