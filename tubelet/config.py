@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tubelet.registry import ConfigError, did_you_mean
@@ -77,7 +77,11 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = ()) -> Any:
     merged = OmegaConf.create({})
     for b in bases:
         # A base path is relative to the file that names it, so recipes move as a folder.
-        merged = OmegaConf.merge(merged, _load_chain(path.parent / str(b), seen + (path,)))
+        parent = _load_chain(path.parent / str(b), seen + (path,))
+        if isinstance(parent.get("run"), DictConfig):  # a run's identity is not inherited:
+            for key in ("name", "dir"):  # it comes from the recipe run (or the command line)
+                parent.run.pop(key, None)
+        merged = OmegaConf.merge(merged, parent)
     return OmegaConf.merge(merged, cfg)  # deep merge; lists replace
 
 
