@@ -75,6 +75,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from tubelet.config import dump_config, load_config
     cfg = load_config(args.recipe, args.overrides)  # no torch yet: typos fail fast
+    if args.command == "train":  # a bad or busy run dir, too
+        from tubelet.rundir import check_free  # noqa: PLC0415
+        check_free(cfg["run"])
     from tubelet import build  # noqa: PLC0415 - heavy: torch, models, datasets
     if args.command == "config":
         build.validate_config(cfg)

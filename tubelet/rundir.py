@@ -148,6 +148,30 @@ def check_usable(path: Path, *, key: str) -> None:
         raise ConfigError(f"{key}: {str(path)!r} cannot be created: {parent} is not writable")
 
 
+def check_free(run: dict[str, Any]) -> Path:
+    """`resolve_run_dir`, and a run dir whose lock a running process holds refused at once:
+    the CLI calls it before the heavy imports, so a second launch is answered in a second.
+    (`RunDir.open` takes the lock for real later.)"""
+    path = resolve_run_dir(run)
+    lock = path / LOCK_NAME
+    if lock.is_file():
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(_in_use(path, _read_holder(fd))) from None
+        except OSError:
+            pass  # no locks on this filesystem: RunDir.open says so
+        finally:
+            os.close(fd)
+    return path
+
+
+def _in_use(path: Path, holder: str) -> str:
+    return (f"run.dir: {path} is in use by {holder or 'another process that is starting'}; one "
+            "process writes a run at a time (wait for it, stop it, or choose another run.name)")
+
+
 # ---------------------------------------------------------------------------- who
 class RunLock:
     """One writer per run dir: an exclusive `flock` on `tubelet.lock`, which holds the
@@ -170,9 +194,7 @@ class RunLock:
         except BlockingIOError:
             holder = _read_holder(fd)
             os.close(fd)
-            raise ConfigError(f"run.dir: {self.path.parent} is in use by {holder}; one process "
-                              "writes a run at a time (wait for it, stop it, or choose another "
-                              "run.name)") from None
+            raise ConfigError(_in_use(self.path.parent, holder)) from None
         except OSError as e:  # ENOLCK, EOPNOTSUPP: a filesystem without locks (docs/resume.md)
             log.warning("run.dir: %s does not support file locks (%s); a second run on this "
                         "directory will not be stopped", self.path.parent, e.strerror)
