@@ -45,7 +45,9 @@ class NoSpaceError(ConfigError):
 
 
 def _mb(n: int | None) -> str:
-    return "?" if n is None else f"{n / 2**20:.1f} MB" if n < 2**30 else f"{n / 2**30:.1f} GB"
+    if n is None:
+        return "?"
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.{2 if n < 10 * 2**20 else 0}f} MB"
 
 
 def _free_bytes(path: Path) -> int | None:

@@ -126,7 +126,9 @@ def _write_step_file(state: dict[str, Any], path: Path) -> str:
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if is_no_space(e) or is_no_space(writer and writer.error):
-            raise NoSpaceError(path, needed=_state_bytes(state)) from None
+            # the previous checkpoint's size is the best estimate; else the tensors' bytes
+            previous = [p.stat().st_size for p in list_checkpoints(path.parent)[:1]]
+            raise NoSpaceError(path, needed=max(previous or [_state_bytes(state)])) from None
         raise
 
 
