@@ -160,3 +160,35 @@ def test_the_docs_base_example_runs_beside_its_base_without_touching_it(tmp_path
     assert snapshot(tmp_path / "runs" / "quickstart") == before
     mine = load_checkpoint(tmp_path / "runs" / "mine" / "checkpoints" / "last.pt")
     assert mine["recipe"]["model"]["img_size"] == 32 and mine["recipe"]["run"]["name"] == "mine"
+
+
+class Evil:
+    def __reduce__(self):
+        import os
+        return (os.system, ("touch pwned",))
+
+
+def test_a_bad_checkpoint_named_on_the_command_line_is_one_line_with_the_real_reason(
+        tmp_path, tiny_data_root):
+    import torch
+    torch.save({"model": Evil()}, tmp_path / "hostile.pt")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"model": {"w": torch.zeros(2)}, "trainer": {"step": 1}}, tmp_path / "foreign.pt")
+    root = f"data.train.root={tiny_data_root}"
+    commands = {
+        ("train", "hostile"): ["train", str(DEBUG_RECIPE), root, "resume=hostile.pt"],
+        ("train", "foreign"): ["train", str(DEBUG_RECIPE), root, "resume=foreign.pt"],
+        ("pretrained", "empty"): ["train", str(DEBUG_RECIPE), root, "model.pretrained=empty.pt"],
+        ("eval", "hostile"): ["eval", str(DEBUG_RECIPE), root, "checkpoint=hostile.pt"],
+        ("eval", "foreign"): ["eval", str(DEBUG_RECIPE), root, "checkpoint=foreign.pt"],
+        ("export", "hostile"): ["export", "hostile.pt", "out.safetensors"],
+    }
+    reasons = {"hostile": "unsupported GLOBAL posix.system", "empty": "empty or truncated",
+               "foreign": "another model: "}
+    for (what, kind), command in commands.items():
+        proc = run_tubelet(*command, cwd=tmp_path, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, (what, proc.stderr)
+        assert lines[-1].startswith("error: ") and reasons[kind] in lines[-1], (what, lines[-1])
+        assert "weights_only" not in proc.stderr
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "runs").exists()

@@ -242,6 +242,8 @@ class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.created = not self.path.exists()
+        # the folders this run creates above its own (`runs/`), removed with it when empty
+        self._new_parents = [p for p in self.path.absolute().parents if not p.exists()]
         self.lock = RunLock(self.path)
 
     def open(self) -> "RunDir":
@@ -286,7 +288,7 @@ class RunDir:
         _OPEN.remove(self)
         if self._worthless() and self.created:
             self.lock.release()
-            shutil.rmtree(self.path, ignore_errors=True)
+            self._remove_if_empty()
             return
         if error is not None:
             try:
@@ -303,8 +305,14 @@ class RunDir:
         return not has_ckpt and not (metrics.is_file() and metrics.stat().st_size)
 
     def _remove_if_empty(self) -> None:
-        if self.created:
-            shutil.rmtree(self.path, ignore_errors=True)
+        if not self.created:
+            return
+        shutil.rmtree(self.path, ignore_errors=True)
+        for parent in self._new_parents:
+            try:
+                parent.rmdir()  # only while empty: another run may have started there
+            except OSError:
+                break
 
 
 _OPEN: list[RunDir] = []

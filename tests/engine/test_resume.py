@@ -3,6 +3,7 @@ bit-identical to an uninterrupted run. Real processes, real signals, real checkp
 from __future__ import annotations
 
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,34 @@ def test_disk_full_is_one_line_leaves_no_temp_and_resumes_exact(tmp_path, tiny_d
         assert losses_and_metrics(run) == losses_and_metrics(reference_dir)
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_sigkill_during_a_checkpoint_write_then_resume_is_bit_exact(tmp_path, tiny_data_root,
+                                                                     reference, reference_dir):
+    """Killed while a temp file of a checkpoint is open (data, digest or last.pt link);
+    benchmarks/kill_resume.py does this at 20 moments."""
+    import os
+    import signal
+    import subprocess
+    import time
+    ckpts = tmp_path / "run" / "checkpoints"
+    proc = subprocess.Popen(tubelet_cmd(*args(tiny_data_root, "run")), cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(int(p.stem[5:]) >= 5 for p in list_checkpoints(ckpts)):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        while not any(e.name.endswith(".tmp") for e in os.scandir(ckpts)):
+            assert proc.poll() is None and time.monotonic() < deadline
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    killed_at = load_checkpoint(ckpts / "last.pt")["trainer"]["step"]
+    proc = run_tubelet(*args(tiny_data_root, "run"), cwd=tmp_path)
+    # killed between a step file and its last.pt link, it resumes from the newer step file
+    resumed = re.search(r"resumed from \S+ at epoch \d+ step (\d+)", proc.stderr)
+    assert resumed and int(resumed.group(1)) >= killed_at >= 5
+    assert not [p for p in ckpts.iterdir() if p.name.endswith(".tmp")]  # the next run cleaned up
+    assert_states_equal(load_checkpoint(ckpts / "last.pt"), reference)
+    assert losses_and_metrics(tmp_path / "run") == losses_and_metrics(reference_dir)
