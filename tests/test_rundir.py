@@ -173,3 +173,21 @@ def test_a_base_does_not_pass_its_run_identity_down(tmp_path):
     assert load_config(tmp_path / "named.yaml")["run"] == {"name": "other", "dir": "runs/other"}
     assert load_config(tmp_path / "base.yaml")["run"]["name"] == "quickstart"
     assert load_config(tmp_path / "mine.yaml", ["run.name=x"])["run"]["dir"] == "runs/x"
+
+
+def test_an_error_before_the_run_dir_opens_goes_to_an_existing_runs_log(tmp_path):
+    from tubelet import rundir
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.txt").write_text("earlier\n")
+    (run / LOCK_NAME).write_text("")
+    rundir.check_free(run_node(dir=str(run)))
+    rundir.finish_all("model.dpeth: unknown key")
+    assert (run / "log.txt").read_text().splitlines()[-1].endswith("error: model.dpeth: unknown key")
+    holder = hold_lock(run)  # busy: the holder's log is left alone
+    try:
+        rundir.finish_all("run.dir: in use")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert "in use" not in (run / "log.txt").read_text()

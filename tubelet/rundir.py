@@ -155,6 +155,7 @@ def check_free(run: dict[str, Any]) -> Path:
     the CLI calls it before the heavy imports, so a second launch is answered in a second.
     (`RunDir.open` takes the lock for real later.)"""
     path = resolve_run_dir(run)
+    _CHECKED[:] = [path]
     lock = path / LOCK_NAME
     if lock.is_file():
         fd = os.open(lock, os.O_RDONLY)
@@ -291,11 +292,7 @@ class RunDir:
             self._remove_if_empty()
             return
         if error is not None:
-            try:
-                with open(self.path / "log.txt", "a") as f:
-                    f.write(f"{time.strftime('%H:%M:%S')} ERROR error: {error}\n")
-            except OSError:
-                pass
+            _append_error(self.path / "log.txt", error)
         self.lock.release()
 
     def _worthless(self) -> bool:
@@ -316,10 +313,36 @@ class RunDir:
 
 
 _OPEN: list[RunDir] = []
+_CHECKED: list[Path] = []  # the run dir `check_free` settled, before it is opened
+
+
+def _append_error(log_txt: Path, error: str) -> None:
+    try:
+        with open(log_txt, "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} ERROR error: {error}\n")
+    except OSError:
+        pass
 
 
 def finish_all(error: str | None = None) -> None:
-    """End every run dir this process holds (the CLI passes a user error to record)."""
+    """End every run dir this process holds (the CLI passes a user error to record). An
+    error found before the run dir was opened (a recipe typo on a resume) still goes to the
+    existing run's log.txt, unless another process holds that run."""
+    if error is not None and not _OPEN and _CHECKED and (_CHECKED[0] / "log.txt").is_file():
+        path = _CHECKED[0]
+        try:
+            fd = os.open(path / LOCK_NAME, os.O_RDONLY)
+        except OSError:
+            fd = None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            _append_error(path / "log.txt", error)
+        except OSError:
+            pass  # in use by another run: its log is not ours to write
+        finally:
+            if fd is not None:
+                os.close(fd)
     for run in list(_OPEN):
         run.finish(error)
 
@@ -378,13 +401,16 @@ def repair_metrics(path: Path, *, step: int) -> None:
 
 # ---------------------------------------------------------------------------- recipe records
 # Keys a resume may change: they extend a run or change how it runs, not what it trains.
-# A key is allowed when it, or a section above it, is listed.
+# A key is allowed when it, or a section above it, is listed. `data.batch_size` and
+# `train.accum_steps` may change with the world size: the Trainer refuses a resume whose
+# global batch differs (Trainer.check_resumable).
 RESUME_ALLOWED = (
     "train.epochs", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
     "train.keep_last", "train.progress", "train.tensorboard", "train.device", "train.threads",
-    "train.nan_skip_limit", "data.num_workers", "data.persistent_workers",
-    "data.prefetch_factor", "data.max_bad_fraction", "data.val_batch_size", "resume", "run",
-    "checkpoint", "distributed.timeout_s", "distributed.backend",
+    "train.nan_skip_limit", "train.accum_steps", "data.batch_size", "data.num_workers",
+    "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
+    "data.val_batch_size", "resume", "run", "checkpoint", "distributed.timeout_s",
+    "distributed.backend", "distributed.strategy",
 )
 
 
