@@ -10,8 +10,8 @@ import pytest
 
 from tubelet.config import load_config
 from tubelet.registry import ConfigError
-from tubelet.rundir import (LOCK_NAME, RunDir, check_free, recipe_changes, repair_metrics,
-                            resolve_run_dir)
+from tubelet.recipe_diff import recipe_changes
+from tubelet.rundir import LOCK_NAME, RunDir, check_free, repair_metrics, resolve_run_dir
 
 
 def run_node(name="r", dir=None):

@@ -25,7 +25,7 @@ from tubelet.engine.meters import Meters
 from tubelet.engine.schedule import cosine_lr
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
-from tubelet.rundir import recipe_changes
+from tubelet.recipe_diff import recipe_changes
 from tubelet.tasks.base import Task
 
 log = logging.getLogger("tubelet")
