@@ -86,8 +86,10 @@ class _HashingWriter:
         self.f.flush()
 
 
-def _link_atomic(src: Path, dst: Path, digest: str) -> None:
-    """Point `dst` at `src`'s data: link to a temp name, then rename over `dst` (atomic)."""
+def _stage_link(src: Path, dst: Path, digest: str) -> Path:
+    """A temp name holding `src`'s data (a hard link, or a copy where links fail), with
+    `dst`'s digest already committed: the caller renames it over `dst`. Until then the old
+    `dst` still verifies through the step file it is a link to."""
     tmp = _tmp(dst)
     tmp.unlink(missing_ok=True)
     try:
@@ -95,7 +97,7 @@ def _link_atomic(src: Path, dst: Path, digest: str) -> None:
     except OSError:  # a filesystem without hard links: pay for a copy instead
         tmp.write_bytes(src.read_bytes())
     _write_digest(dst, digest)
-    os.replace(tmp, dst)
+    return tmp
 
 
 def _state_bytes(state: Any) -> int:
@@ -108,10 +110,8 @@ def _state_bytes(state: Any) -> int:
     return 0
 
 
-def _write_step_file(state: dict[str, Any], path: Path) -> str:
-    """Write `state` to `path` atomically: temp file, fsync, digest committed, rename.
-    A full disk removes the temp file and raises `NoSpaceError` (one line)."""
-    tmp = _tmp(path)
+def _write_temp(state: dict[str, Any], tmp: Path) -> str:
+    """`state` into `tmp`, fsynced; returns its sha256, computed while writing."""
     writer = None
     try:
         with open(tmp, "wb") as f:
@@ -119,17 +119,11 @@ def _write_step_file(state: dict[str, Any], path: Path) -> str:
             torch.save(state, writer)
             f.flush()
             os.fsync(f.fileno())
-        digest = writer.sha.hexdigest()
-        _write_digest(path, digest)
-        os.replace(tmp, path)
-        return digest
     except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if is_no_space(e) or is_no_space(writer and writer.error):
-            # the previous checkpoint's size is the best estimate; else the tensors' bytes
-            previous = [p.stat().st_size for p in list_checkpoints(path.parent)[:1]]
-            raise NoSpaceError(path, needed=max(previous or [_state_bytes(state)])) from None
+        if writer is not None and writer.error is not None and not is_no_space(e):
+            raise writer.error from None  # the real OSError, not torch's wrapper
         raise
+    return writer.sha.hexdigest()
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, *, step: int,
@@ -137,14 +131,32 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, *, step: int,
     """Write `state` as `step_<step>.pt` atomically, point `last.pt` (and `best.pt`) at it,
     and only then delete older step files beyond the newest `keep_last` (best is kept
     through its own link). Files of a later step (an abandoned branch) are never counted:
-    the checkpoint just written is never deleted."""
+    the checkpoint just written is never deleted.
+
+    Everything is staged under temp names first (data fsynced, digests committed), then
+    renamed into place back to back, so a kill leaves `last.pt` behind its step file for
+    microseconds only. A full disk removes the temp files and raises `NoSpaceError`."""
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     path = ckpt_dir / f"step_{step:08d}.pt"
-    digest = _write_step_file(state, path)
-    _link_atomic(path, ckpt_dir / "last.pt", digest)
-    if is_best:
-        _link_atomic(path, ckpt_dir / "best.pt", digest)
+    tmp = _tmp(path)
+    staged: list[tuple[Path, Path]] = []
+    try:
+        digest = _write_temp(state, tmp)
+        _write_digest(path, digest)
+        for name in ("last.pt", "best.pt") if is_best else ("last.pt",):
+            staged.append((_stage_link(tmp, ckpt_dir / name, digest), ckpt_dir / name))
+    except BaseException as e:
+        for t in [tmp, *(t for t, _ in staged)]:
+            t.unlink(missing_ok=True)
+        if is_no_space(e):
+            # the previous checkpoint's size is the best estimate; else the tensors' bytes
+            previous = [p.stat().st_size for p in list_checkpoints(ckpt_dir)[:1]]
+            raise NoSpaceError(path, needed=max(previous or [_state_bytes(state)])) from None
+        raise
+    os.replace(tmp, path)
+    for t, dst in staged:
+        os.replace(t, dst)
     _fsync_dir(ckpt_dir)
     older = [p for p in list_checkpoints(ckpt_dir) if step_of(p) < step]
     for old in older[max(keep_last - 1, 0):]:
