@@ -11,11 +11,13 @@ from typing import Any
 # Keys a resume may change: they extend a run or change how it runs, not what it trains.
 # A key is allowed when it, or a section above it, is listed. `data.batch_size` and
 # `train.accum_steps` may change with the world size: the Trainer refuses a resume whose
-# global batch differs (Trainer.check_resumable).
+# global batch (or, for `data.dynamic_batch`, whose plan of batches) differs, naming both
+# (Trainer.check_resumable).
 RESUME_ALLOWED = (
     "train.epochs", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
     "train.keep_last", "train.progress", "train.tensorboard", "train.device", "train.threads",
-    "train.nan_skip_limit", "train.accum_steps", "data.batch_size", "data.num_workers",
+    "train.nan_skip_limit", "train.accum_steps", "data.batch_size", "data.dynamic_batch",
+    "data.num_workers",
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
     "data.val_batch_size", "resume", "run", "checkpoint", "distributed.timeout_s",
     "distributed.backend", "distributed.strategy",
