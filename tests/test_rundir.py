@@ -191,3 +191,13 @@ def test_an_error_before_the_run_dir_opens_goes_to_an_existing_runs_log(tmp_path
         holder.kill()
         holder.wait()
     assert "in use" not in (run / "log.txt").read_text()
+
+
+def test_one_process_may_open_its_own_run_dir_again(tmp_path):
+    first = RunDir(tmp_path / "r").open()
+    second = RunDir(tmp_path / "r").open()  # e.g. two build_trainer calls in one process
+    assert second.created and json.loads((tmp_path / "r" / LOCK_NAME).read_text())["pid"] == os.getpid()
+    first.finish()  # no longer held: a no-op
+    assert (tmp_path / "r").exists()
+    second.finish()
+    assert not (tmp_path / "r").exists()

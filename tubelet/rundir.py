@@ -248,6 +248,12 @@ class RunDir:
         self.lock = RunLock(self.path)
 
     def open(self) -> "RunDir":
+        for earlier in [r for r in _OPEN if r.path.resolve() == self.path.resolve()]:
+            # this process built another run on the same dir before (in-process use): its
+            # lock is ours already; a second flock on a new descriptor would refuse ourselves
+            _OPEN.remove(earlier)
+            earlier.lock.release()
+            self.created = earlier.created
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
