@@ -201,3 +201,29 @@ def test_one_process_may_open_its_own_run_dir_again(tmp_path):
     assert (tmp_path / "r").exists()
     second.finish()
     assert not (tmp_path / "r").exists()
+
+
+HOLD_AND_FORK = """
+import os, sys, time
+from pathlib import Path
+from tubelet.rundir import RunDir
+RunDir(Path(sys.argv[1])).open()
+if os.fork() == 0:  # a DataLoader worker, say: it outlives a SIGKILLed parent for a while
+    time.sleep(30)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_forked_child_does_not_keep_a_killed_runs_lock(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_FORK, str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(ConfigError, match="in use by"):
+        RunDir(run_dir).open()
+    holder.kill()
+    holder.wait()
+    run = RunDir(run_dir).open()  # the child still sleeps, and the lock is free
+    run.finish()

@@ -353,7 +353,23 @@ def finish_all(error: str | None = None) -> None:
         run.finish(error)
 
 
+def _forget_in_child() -> None:
+    """A forked child (a DataLoader worker) shares the lock's open file, and flock belongs to
+    the open file: without this the lock outlives a SIGKILLed run for as long as its workers
+    take to notice. Close the child's copy only (no unlock, no truncation: the parent holds
+    it), and forget the run dirs (the child's exit must not end them)."""
+    for run in _OPEN:
+        if run.lock._fd is not None:
+            try:
+                os.close(run.lock._fd)
+            except OSError:
+                pass
+            run.lock._fd = None
+    _OPEN.clear()
+
+
 atexit.register(finish_all)
+os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
