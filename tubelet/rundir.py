@@ -305,7 +305,9 @@ class RunDir:
         ckpts = self.path / "checkpoints"
         has_ckpt = ckpts.is_dir() and any(p.suffix == ".pt" for p in ckpts.iterdir())
         metrics = self.path / "metrics.jsonl"
-        return not has_ckpt and not (metrics.is_file() and metrics.stat().st_size)
+        # the list of unreadable files a data error points the user to is worth keeping
+        return (not has_ckpt and not (metrics.is_file() and metrics.stat().st_size)
+                and not any(self.path.glob("bad_files*.txt")))
 
     def _remove_if_empty(self) -> None:
         if not self.created:
@@ -331,11 +333,21 @@ def _append_error(log_txt: Path, error: str) -> None:
 
 
 def finish_all(error: str | None = None) -> None:
-    """End every run dir this process holds (the CLI passes a user error to record). An
-    error found before the run dir was opened (a recipe typo on a resume) still goes to the
-    existing run's log.txt, unless another process holds that run."""
-    if error is not None and not _OPEN and _CHECKED and (_CHECKED[0] / "log.txt").is_file():
-        path = _CHECKED[0]
+    """End the run dirs this process holds. With a user `error` (the CLI), end only the
+    command's own run (the one `check_free` settled) and record the error in its log.txt,
+    also when it failed before the run dir was opened (a recipe typo on a resume), unless
+    another process holds that run. Without, end them all (at exit)."""
+    if error is None:
+        for run in list(_OPEN):
+            run.finish()
+        return
+    if not _CHECKED:
+        return
+    path = _CHECKED.pop()
+    mine = [r for r in _OPEN if r.path.resolve() == path.resolve()]
+    if mine:
+        mine[0].finish(error)
+    elif (path / "log.txt").is_file():
         try:
             fd = os.open(path / LOCK_NAME, os.O_RDONLY)
         except OSError:
@@ -349,8 +361,6 @@ def finish_all(error: str | None = None) -> None:
         finally:
             if fd is not None:
                 os.close(fd)
-    for run in list(_OPEN):
-        run.finish(error)
 
 
 def _forget_in_child() -> None:
