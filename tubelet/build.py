@@ -23,12 +23,13 @@ from tubelet.data.datasets.base import require_labels
 from tubelet.data.dynamic_batch import DynamicBatchSampler, check_dynamic_dataset
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
 from tubelet.engine import parallel
-from tubelet.engine.checkpoint import load_checkpoint
+from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import scaled_lr
 from tubelet.engine.evaluate import run_eval
 from tubelet.engine.trainer import Trainer
-from tubelet.loggers import RunLogger, setup_text_log
+from tubelet.loggers import RunLogger, open_log_file, setup_text_log
+from tubelet.rundir import RunDir, resolve_run_dir
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
                               ConfigError, build)
 from tubelet.validate import RUNTIME, TRAIN_EXTRA_TYPES, check_recipe
@@ -123,11 +124,11 @@ def validate_config(cfg: dict[str, Any], *, check_paths: bool = True,
         save_schema(live)
     check_recipe(cfg, live, check_paths=check_paths, train_data=train_data)
     DistributedOptions(**cfg.get("distributed") or {}).check()
-    return live
     if data_node := (cfg.get("data") or {}).get("dynamic_batch"):
         for k in SAMPLER_RUNTIME:
             if k in data_node:
                 raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
+    return live
 
 
 def dry_forward(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -312,15 +313,31 @@ def build_optimizer(node: dict[str, Any], model: nn.Module, *,
                     params=groups, lr=lr), lr
 
 
+def open_run_dir(run_dir: Path) -> RunDir | None:
+    """Rank 0 creates the run dir and takes its lock; every rank raises if it could not."""
+    run, error = None, None
+    if dist.is_main():
+        try:
+            run = RunDir(run_dir).open()
+        except ConfigError as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error is not None:
+        raise ConfigError(error)
+    return run
+
+
 def build_trainer(cfg: dict[str, Any]) -> Trainer:
+    """Check everything, then write: the recipe is validated, the run dir resolved and
+    locked, the objects built and the resume decided before config.yaml and log.txt are
+    written (a run that fails before leaves an existing run dir as it was)."""
     dry_forward(cfg, validate_config(cfg))
     train = dict(cfg.get("train") or {})
     data, seed = DataOptions(**cfg.get("data") or {}), int(cfg["seed"])
-    run_dir = Path(cfg["run"]["dir"])
+    run_dir = resolve_run_dir(cfg["run"])  # confined and usable; nothing written yet
     dist_opts, device = setup_distributed(cfg, resolve_device(str(train.pop("device", "auto"))))
-    setup_text_log(run_dir, enabled=dist.is_main())
-    if dist.is_main():
-        (run_dir / "config.yaml").write_text(dump_config(cfg))
+    setup_text_log(None, enabled=dist.is_main(), defer=True)  # log.txt once the checks pass
+    run = open_run_dir(run_dir)
     seed_everything(seed)
 
     train_loader, sampler, val_loader = build_loaders(data, seed=seed, device=device,
@@ -335,11 +352,17 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     hooks = [build_at(h, HOOKS, key=f"hooks[{i}]") for i, h in enumerate(cfg.get("hooks") or [])]
     logger = RunLogger(run_dir, enabled=dist.is_main(), tensorboard=train.pop("tensorboard", True),
                        progress=train.pop("progress", None))
-    return Trainer(model=model, task=task, optimizer=optimizer, train_loader=train_loader,
-                   train_sampler=sampler, val_loader=val_loader, run_dir=run_dir,
-                   base_lr=base_lr, logger=logger, device=device, hooks=hooks,
-                   resume=cfg.get("resume"), extra_state={"config_hash": config_hash(cfg)},
-                   **(cfg.get("schedule") or {}), **train)
+    trainer = Trainer(model=model, task=task, optimizer=optimizer, train_loader=train_loader,
+                      train_sampler=sampler, val_loader=val_loader, run_dir=run_dir,
+                      base_lr=base_lr, logger=logger, device=device, hooks=hooks,
+                      resume=cfg.get("resume"),
+                      extra_state={"config_hash": config_hash(cfg), "recipe": cfg},
+                      **(cfg.get("schedule") or {}), **train)
+    trainer.resume_from_checkpoint()  # decided (or refused) before anything is written
+    if run is not None:
+        run.commit(dump_config(cfg))
+        open_log_file(run_dir)
+    return trainer
 
 
 def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
@@ -356,7 +379,11 @@ def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     setup_text_log(None, enabled=dist.is_main())
     seed_everything(int(cfg["seed"]))
     model = build_model(cfg, load_pretrained=False)  # the checkpoint holds all the weights
-    model.load_state_dict(load_checkpoint(path)["model"])
+    state = load_checkpoint(path, key="checkpoint")
+    reason = model_mismatch(state.get("model"), {k: v.shape for k, v in model.state_dict().items()})
+    if reason is not None:
+        raise ConfigError(f"checkpoint: {path}: {reason}")
+    model.load_state_dict(state["model"])
     model = wrap_model(model.to(device), dist_opts, device)
     task = build_at(cfg["task"], TASKS, key="task")
     _, _, loader = build_loaders(data, seed=int(cfg["seed"]), device=device, train=False)

@@ -92,6 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "config" and checked:
         sys.stdout.write(dump_config(cfg))
         return 0
+    if args.command == "train":  # a bad or busy run dir, too
+        from tubelet.rundir import check_free  # noqa: PLC0415
+        check_free(cfg["run"])
     from tubelet import build  # noqa: PLC0415 - heavy: torch, models, datasets
     if args.command == "config":
         build.validate_config(cfg)
@@ -151,10 +154,20 @@ def _rank_prefix(dist) -> str:  # noqa: ANN001 - the tubelet.distributed module
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from tubelet import rundir  # noqa: PLC0415 - light: no torch
     try:
         return _run(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        rundir.finish_all(str(e))  # into the run's log.txt; a run that did nothing leaves no dir
+        return EXIT_USER_ERROR
+    except OSError as e:
+        if not rundir.is_no_space(e):
+            raise
+        # a full disk outside a checkpoint write (log, metrics, export): one line too
+        error = rundir.NoSpaceError(e.filename or "a file")
+        print(f"error: {error}", file=sys.stderr)
+        rundir.finish_all(str(error))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tubelet.registry import ConfigError, did_you_mean, value_kind
@@ -204,7 +204,11 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = (), budget: list[int] | Non
             raise ConfigError(f"{path}: {where}: expected a recipe path, got "
                               f"{type(b).__name__}")
         # A base path is relative to the file that names it, so recipes move as a folder.
-        merged = OmegaConf.merge(merged, _load_chain(path.parent / b, seen + (path,), budget))
+        parent = _load_chain(path.parent / b, seen + (path,), budget)
+        if isinstance(parent.get("run"), DictConfig):  # a run's identity is not inherited:
+            for key in ("name", "dir"):  # it comes from the recipe run (or the command line)
+                parent.run.pop(key, None)
+        merged = OmegaConf.merge(merged, parent)
     return OmegaConf.merge(merged, cfg)  # deep merge; lists replace
 
 

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from tubelet.rundir import repair_metrics
+
 log = logging.getLogger("tubelet")
 
 
-def setup_text_log(run_dir: Path | None, *, enabled: bool = True) -> None:
-    """Send the `tubelet` logger to stderr and, when a run dir is given, to `log.txt`."""
+def setup_text_log(run_dir: Path | None, *, enabled: bool = True, defer: bool = False) -> None:
+    """Send the `tubelet` logger to stderr and, when a run dir is given, to `log.txt`.
+    `defer`: hold the records in memory until `open_log_file` (nothing is written to a run
+    dir before its checks pass; the early lines still reach log.txt then)."""
     log.setLevel(logging.INFO if enabled else logging.ERROR)
     log.propagate = False
     for h in list(log.handlers):
@@ -22,11 +28,24 @@ def setup_text_log(run_dir: Path | None, *, enabled: bool = True) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
     log.addHandler(stream)
+    if defer and enabled:
+        log.addHandler(logging.handlers.MemoryHandler(capacity=100_000, flushLevel=logging.CRITICAL + 1,
+                                                      flushOnClose=False))
     if run_dir is not None and enabled:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        file = logging.FileHandler(run_dir / "log.txt")
-        file.setFormatter(fmt)
-        log.addHandler(file)
+        open_log_file(run_dir)
+
+
+def open_log_file(run_dir: Path) -> None:
+    """Append the log to `run_dir/log.txt` from now on, after the lines held by `defer`."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    file = logging.FileHandler(run_dir / "log.txt")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    for h in [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
+        h.setTarget(file)
+        h.flush()
+        log.removeHandler(h)
+        h.close()
+    log.addHandler(file)
 
 
 class RunLogger:
@@ -47,10 +66,7 @@ class RunLogger:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines(keepends=True)
-                    if line.strip() and json.loads(line)["step"] <= step]
-            path.write_text("".join(kept))
+        repair_metrics(path, step=step)  # rows past `step`, a torn or foreign line: dropped
         self._jsonl = open(path, "a")
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
@@ -68,6 +84,12 @@ class RunLogger:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, step)
+
+    def sync(self) -> None:
+        """Make the rows written so far durable (called when a checkpoint is saved)."""
+        if self._jsonl is not None:
+            self._jsonl.flush()
+            os.fsync(self._jsonl.fileno())
 
     def progress(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
         """Console update at a log interval: the progress bar, or one plain line."""

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tubelet.rundir import RESUME_MODES
 from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean, value_kind
 from tubelet.validate_schema import Spec
 
@@ -215,9 +216,9 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
         c.node(hook, "hook", f"hooks[{i}]")
     resume = cfg.get("resume")
     if not isinstance(resume, (str, dict, type(None))):  # a mapping is run-dir business
-        raise ConfigError(f"resume: expected auto, null or a checkpoint path, got "
-                          f"{value_kind(resume)}")
-    if isinstance(resume, str) and resume != "auto" and not Path(resume).is_file():
+        raise ConfigError(f"resume: expected {', '.join(RESUME_MODES)}, null or a checkpoint "
+                          f"path, got {value_kind(resume)}")
+    if isinstance(resume, str) and resume not in RESUME_MODES and not Path(resume).is_file():
         raise ConfigError(f"resume: checkpoint {resume!r} not found")
     check_cross(cfg, schema)
 

@@ -16,7 +16,8 @@ from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import parallel
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
-                                       rng_state, save_checkpoint, set_rng_state)
+                                       model_mismatch, rng_state, save_checkpoint,
+                                       set_aside_all, set_rng_state)
 from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.evaluate import run_eval, to_device
@@ -24,6 +25,7 @@ from tubelet.engine.meters import Meters
 from tubelet.engine.schedule import cosine_lr
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
+from tubelet.recipe_diff import recipe_changes
 from tubelet.tasks.base import Task
 
 log = logging.getLogger("tubelet")
@@ -280,30 +282,83 @@ class Trainer:
 
     def save_checkpoint(self, *, is_best: bool = False) -> None:
         state = self.state_dict()  # on every rank: gathering it is a collective
+        error = None
         if dist.is_main():
-            path = save_checkpoint(state, self.ckpt_dir, step=self.step, keep_last=self.keep_last,
-                                   is_best=is_best)
-            log.info("saved %s", path)
-        dist.barrier()  # no rank runs ahead of a checkpoint it may need to resume from
+            self.logger.sync()  # the metrics rows up to this step are on disk with it
+            try:
+                path = save_checkpoint(state, self.ckpt_dir, step=self.step,
+                                       keep_last=self.keep_last, is_best=is_best)
+                log.info("saved %s", path)
+            except ConfigError as e:  # a full disk: every rank stops with the one line
+                error = str(e)
+        # also the barrier: no rank runs ahead of a checkpoint it may need to resume from
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise ConfigError(error)
+
+    def check_state(self, state: dict[str, Any]) -> str | None:
+        """Why `state` cannot continue this run (another model, not a training checkpoint),
+        or None. A recipe that changed what is trained raises, unless resume=force."""
+        if not isinstance(state.get("trainer"), dict) or not isinstance(state.get("model"), dict):
+            return "not a tubelet training checkpoint (no trainer or model state)"
+        expected = {k: v.shape for k, v in parallel.unwrap(self.model).state_dict().items()}
+        mismatch = model_mismatch(state["model"], expected)
+        refused, allowed = recipe_changes(state.get("recipe"), self.extra_state.get("recipe", {}))
+        if mismatch:
+            return mismatch + (f" (recipe: {'; '.join(refused[:3])})" if refused else "")
+        if refused and self.resume != "force":
+            raise ConfigError(f"resume: the recipe changed what is trained ({'; '.join(refused)}); "
+                              "resume=force continues anyway, resume=restart starts over, or "
+                              "choose another run.name")
+        for line in refused:
+            log.warning("resume=force: continuing although %s", line)
+        for line in allowed:
+            log.info("resume: continuing with %s", line)
+        return None
 
     def resume_from_checkpoint(self) -> None:
-        if self.resume is None:
-            if list_checkpoints(self.ckpt_dir):
-                raise ConfigError(f"resume: {self.ckpt_dir} already holds checkpoints; pass "
-                                  "resume=auto to continue, or choose another run.name")
+        """Decide and load the resume (once: build_trainer calls it before anything is
+        written, fit() again). resume: null (refuse a run dir holding checkpoints), auto
+        (the newest checkpoint that loads and fits), force (auto, despite recipe changes),
+        restart (move the checkpoints aside, start at step 0), or a checkpoint PATH."""
+        if getattr(self, "_resume_decided", False):
             return
-        if self.resume == "auto":
+        self._resume_decided = True
+        if self.resume is None:
+            if list_checkpoints(self.ckpt_dir) or (self.ckpt_dir / "last.pt").exists():
+                raise ConfigError(f"resume: {self.ckpt_dir} already holds checkpoints; pass "
+                                  "resume=auto to continue, resume=restart to start over, or "
+                                  "choose another run.name")
+            return
+        if self.resume == "restart":
+            if dist.is_main() and (self.ckpt_dir.is_dir() or (self.run_dir / "metrics.jsonl").exists()):
+                log.info("resume=restart: previous checkpoints and metrics moved to %s",
+                         set_aside_all(self.ckpt_dir, metrics=self.run_dir / "metrics.jsonl"))
+            dist.barrier()
+            return
+        if self.resume in ("auto", "force"):
             # rank 0 picks the file and every rank loads that one, whatever it finds itself
-            found = find_resumable(self.ckpt_dir) if dist.is_main() else None
-            path = dist.broadcast_object(found and found[0])
+            found, error = None, None
+            if dist.is_main():
+                try:
+                    found = find_resumable(self.ckpt_dir, check=self.check_state)
+                except ConfigError as e:
+                    error = str(e)
+            path, error = dist.broadcast_object((found and found[0], error))
+            if error is not None:
+                raise ConfigError(error)
             if path is None:
-                log.info("resume=auto: no checkpoint in %s, starting from scratch", self.ckpt_dir)
+                log.info("resume=%s: no checkpoint in %s, starting from scratch", self.resume,
+                         self.ckpt_dir)
                 return
             state = found[1] if found else load_checkpoint(path)
         else:
             path = Path(self.resume)
             if not path.is_file():
                 raise ConfigError(f"resume: checkpoint {str(path)!r} not found")
-            state = load_checkpoint(path)
+            state = load_checkpoint(path, key="resume")
+            reason = self.check_state(state)
+            if reason is not None:
+                raise ConfigError(f"resume: {path}: {reason}")
         self.load_state_dict(state)
         log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)

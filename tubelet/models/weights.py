@@ -25,6 +25,7 @@ from torch import nn
 
 from tubelet.models.layers import resize_pos_embed
 from tubelet.registry import ConfigError
+from tubelet.rundir import load_reason
 
 log = logging.getLogger("tubelet")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -77,12 +78,19 @@ def read_state_dict(path: str | Path, *, key: str = "model.pretrained") -> dict[
     path = resolve_checkpoint(path, key=key)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - a torn or foreign file
+            raise ConfigError(f"{key}: {path}: not a readable safetensors file "
+                              f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
     # weights_only: a checkpoint is data; MAE's files also pickle an argparse Namespace
     # (`args`), which is why that one class is allowed.
     import argparse
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - corrupt, empty, hostile: the reason, in one line
+        raise ConfigError(f"{key}: {path}: {load_reason(e)}") from None
     for key in ("model", "module", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
