@@ -18,6 +18,9 @@ EXIT_NONFINITE = 3
 # A stop signal (SIGTERM/SIGUSR1) was honoured: every rank saved one checkpoint at the same
 # step. EX_TEMPFAIL ("try again later"): a batch script requeues on it, resume=auto continues.
 EXIT_PREEMPTED = 75
+# Ctrl-C (SIGINT) was honoured the same way (128 + SIGINT, the shell's code for it); a second
+# Ctrl-C aborts at once without saving, also 130.
+EXIT_INTERRUPTED = 130
 
 USAGE = """\
 tubelet train RECIPE.yaml [key.sub=value ...]     train (resume with resume=auto)
@@ -90,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     except Preempted as e:  # every rank says so: a scheduler's log shows each one left cleanly
         print(f"{_rank_prefix(dist)}{e}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return e.exit_code  # 75, or 130 after Ctrl-C
     except NonFiniteError as e:
         print(f"error: {_rank_prefix(dist)}{e}", file=sys.stderr)
         return EXIT_NONFINITE
@@ -126,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # outside training, or a second Ctrl-C: nothing was saved
+        print("\ninterrupted (no checkpoint saved)", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

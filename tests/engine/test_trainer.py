@@ -1,4 +1,6 @@
 """Trainer behaviour in-process on the debug recipe: accumulation, AMP, schedule, best."""
+import json
+
 import pytest
 import torch
 
@@ -39,14 +41,60 @@ def test_accumulation_equals_the_larger_batch(tmp_path, tiny_data_root):
         torch.testing.assert_close(pa[k], pb[k], atol=1e-6, rtol=1e-5, msg=k)
 
 
-def test_bf16_autocast_trains_on_cpu_and_fp16_is_refused(tmp_path, tiny_data_root):
+def test_bf16_autocast_trains_on_cpu(tmp_path, tiny_data_root):
     t = trainer_for(tmp_path / "bf", tiny_data_root, "train.amp=bf16", "train.epochs=1")
     before = params(t)
     metrics = t.fit()
     assert "val/acc1" in metrics
     assert any(not torch.equal(before[k], v) for k, v in params(t).items())
-    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
-        trainer_for(tmp_path / "fp", tiny_data_root, "train.amp=fp16", "train.device=cpu")
+
+
+@pytest.mark.parametrize("clip", ["1.0", "null"])
+def test_fp16_overflow_is_skipped_by_the_scaler_and_counted_not_a_nan_stop(tmp_path,
+                                                                           tiny_data_root, clip):
+    """An oversized initial loss scale emulates fp16 overflow (CPU GradScaler, the same code
+    as CUDA's): the first steps' gradients are inf. With `nan_guard: stop` (the default) the
+    run must finish: each overflow step skipped, the scale halved, the count logged."""
+    init_scale = 2.0 ** 20
+    t = trainer_for(tmp_path / clip, tiny_data_root, "train.amp=fp16", "train.device=cpu",
+                    f"train.fp16_init_scale={init_scale}", f"train.clip_grad={clip}",
+                    "train.epochs=2", "data.val=null")
+    before = params(t)
+    t.fit()
+    assert t.step == 12
+    n = t.overflow_steps
+    print(f"clip_grad={clip}: {n} of 12 steps overflowed and were skipped")
+    assert 0 < n < 12  # some skipped, the rest trained
+    assert t.scaler.get_scale() == init_scale * 0.5 ** n  # lowered once per overflow, no growth
+    assert any(not torch.equal(before[k], v) for k, v in params(t).items())
+    rows = [json.loads(x) for x in (tmp_path / clip / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["train/overflow_steps"] for r in rows if "train/overflow_steps" in r]
+    assert logged and logged[-1] == n and logged == sorted(logged)
+    saved = torch.load(tmp_path / clip / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["trainer"]["overflow_steps"] == n
+
+
+def test_fp16_overflow_on_one_rank_is_agreed(tmp_path, tiny_data_root, monkeypatch):
+    """With FSDP2 each rank unscales its own gradient shard: an overflow seen by another rank
+    (the agreed flag of the guard's all-reduce) must make this rank's scaler skip and back off
+    too. Emulated by an all-reduce that reports an overflow from 'another rank' at step 1."""
+    from tubelet import distributed as dist
+    t = trainer_for(tmp_path, tiny_data_root, "train.amp=fp16", "train.device=cpu",
+                    "train.epochs=1", "data.val=null")
+    real = dist.all_reduce_max
+
+    def other_rank_overflowed(flags):
+        flags = real(flags)
+        if t.step == 1:
+            flags[2] = 1.0  # slot 2: some rank's fp16 gradients overflowed
+        return flags
+    monkeypatch.setattr(dist, "all_reduce_max", other_rank_overflowed)
+    updates = []
+    step = t.optimizer.step
+    t.optimizer.step = lambda *a, **k: (updates.append(t.step), step(*a, **k))[1]
+    t.fit()
+    assert t.overflow_steps == 1 and 1 not in updates and updates == [0, 2, 3, 4, 5]
+    assert t.scaler.get_scale() == 2.0 ** 15
 
 
 def test_lr_follows_warmup_and_cosine_per_step(tmp_path, tiny_data_root):
