@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from tubelet import distributed as dist
+from tubelet.registry import ConfigError
 
 log = logging.getLogger("tubelet")
 NAN_POLICIES = ("stop", "skip", "off")
@@ -99,7 +100,10 @@ class StopSignals:
         return self
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
-        if exc_type is not None and issubclass(exc_type, Preempted):
+        # the stops every rank takes together (signal, NaN, bad data, a recipe error found in
+        # fit): the others may already be gone, and the launcher's SIGTERM must not change
+        # this rank's exit code
+        if exc_type is not None and issubclass(exc_type, (Preempted, NonFiniteError, ConfigError)):
             self.leaving()
         else:
             self.restore()
