@@ -89,11 +89,11 @@ class StopSignals:
     def leaving(self) -> None:
         """The agreed save is done and the process is on its way out: the launcher's own
         SIGTERM (torchrun sends it to the others once one rank has exited) must not turn
-        this rank's exit code into -15; a Ctrl-C still aborts at once."""
+        this rank's exit code into -15; a Ctrl-C still aborts at once. A program that goes on
+        after the stop (not the CLI) calls `restore()` to get its own handlers back."""
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        self._previous.clear()
 
     def __enter__(self) -> "StopSignals":
         self.install()
