@@ -100,6 +100,22 @@ def test_world_size_change_keeps_rank0_stream_and_is_deterministic(mae_reference
     assert torch.equal(first[:4], two_rank_next)
 
 
+def test_fsdp2_mae_shards_every_block_and_equals_ddp(mae_reference, tiny_data_root, tmp_path):
+    proc = run(torchrun_cmd(*mae_args(tiny_data_root, "fsdp", tmp_path / "rec",
+                                      "distributed.strategy=fsdp")), cwd=tmp_path, timeout=180)
+    units = re.findall(r"fsdp: .* units .*", proc.stderr)
+    print(units[0])
+    assert units == ["fsdp: 3 units (encoder.blocks.0-1, decoder.blocks.0) and the root"]
+    fsdp, ddp = ckpt(tmp_path / "fsdp"), ckpt(mae_reference / "run")
+    diff = max_param_diff(fsdp, ddp)
+    print(f"MAE pretraining, max |param| difference FSDP2 vs DDP after 6 steps: {diff:.2e}")
+    assert diff <= 1e-6
+    for r in (0, 1):  # the same per-rank streams under either strategy
+        a = torch.load(tmp_path / "rec" / f"masks.rank{r}.pt")
+        b = torch.load(mae_reference / "rec" / f"masks.rank{r}.pt")
+        assert all(torch.equal(x, y) for x, y in zip(a, b)) and len(a) == len(b) == 6
+
+
 # ---------------------------------------------------------------- FSDP2 + EMA
 def fsdp_ema_args(root: Path, run_dir: str, *extra: str) -> list[str]:
     return train_args(root, run_dir, "distributed.strategy=fsdp", "train.epochs=2",
