@@ -1,5 +1,5 @@
 """N trials of SIGTERM to rank 0 only on a 2-rank torchrun (gloo, CPU); prints each trial's
-worker exit codes and the count where every rank exited 75. CI runs 2 trials
+worker exit codes and the count where every rank exited 75. CI runs 1 trial
 (test_ranks.py::test_sigterm_to_rank0_makes_every_rank_exit_75); this runs the 10:
 
     PYTHONPATH=$PWD:tests python -m tests.distributed.sigterm_trials 10
