@@ -118,3 +118,28 @@ def test_bad_data_limit_counts_the_union_of_all_ranks():
     with pytest.raises(BadDataError, match="3 of 10 train files"):
         bad.agree()
     assert not bad.changed
+
+
+class Items(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> dict:
+        return {"video": torch.full((3,), float(i)), "label": i % 2}
+
+
+def test_eval_polls_before_every_batch_and_once_after_and_abandons_on_stop():
+    from torch.utils.data import DataLoader
+
+    from tubelet.engine.evaluate import EvalAbandoned, run_eval
+    from tubelet.tasks.classification import ClassificationTask
+    model, loader = nn.Linear(3, 2), DataLoader(Items(), batch_size=3)  # 4 batches
+    calls = []
+    metrics = run_eval(model, ClassificationTask(2), loader, device=torch.device("cpu"),
+                       should_stop=lambda: calls.append(1) and False)
+    assert len(calls) == 4 + 1 and "val/acc1" in metrics
+    calls.clear()
+    with pytest.raises(EvalAbandoned):
+        run_eval(model, ClassificationTask(2), loader, device=torch.device("cpu"),
+                 should_stop=lambda: calls.append(1) or len(calls) == 3)
+    assert len(calls) == 3 and model.training  # the mode is restored

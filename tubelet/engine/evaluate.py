@@ -33,8 +33,8 @@ def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.
              should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
     """One pass over `loader`; the task's metrics, reduced across ranks, keyed `val/...`.
     `should_stop` (an agreement across ranks, e.g. `StepGuard.poll_stop`) is called before
-    every batch, and as often on a rank that ran out of batches, so all ranks call it equally
-    often; when it says stop, `EvalAbandoned` is raised on every rank."""
+    every batch, and as often on a rank that ran out of batches, then once more, so all ranks
+    call it equally often; when it says stop, `EvalAbandoned` is raised on every rank."""
     was_training = model.training
     model.eval()
     task.reset_metrics()
@@ -48,7 +48,9 @@ def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.
                     raise EvalAbandoned
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 task.eval_step(model, to_device(batch, device))
-        for _ in range(done, polls):  # this rank is out of batches; the others are not
+        # this rank is out of batches, the others may not be; the last poll, after every
+        # rank's last batch, agrees on bad files that batch found
+        for _ in range(done, polls + 1):
             if should_stop():
                 raise EvalAbandoned
     finally:
