@@ -143,3 +143,5 @@ def test_eval_polls_before_every_batch_and_once_after_and_abandons_on_stop():
         run_eval(model, ClassificationTask(2), loader, device=torch.device("cpu"),
                  should_stop=lambda: calls.append(1) or len(calls) == 3)
     assert len(calls) == 3 and model.training  # the mode is restored
+    assert "val/acc1" in run_eval(model, ClassificationTask(2), loader,  # `tubelet eval`: no polls
+                                  device=torch.device("cpu"))

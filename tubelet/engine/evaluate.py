@@ -50,7 +50,7 @@ def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.
                 task.eval_step(model, to_device(batch, device))
         # this rank is out of batches, the others may not be; the last poll, after every
         # rank's last batch, agrees on bad files that batch found
-        for _ in range(done, polls + 1):
+        for _ in range(done, polls + 1 if should_stop is not None else 0):
             if should_stop():
                 raise EvalAbandoned
     finally:
