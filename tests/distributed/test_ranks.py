@@ -144,7 +144,9 @@ def test_fsdp2_ema_saves_full_tensors_and_resumes_at_2_and_at_1(tmp_path, tiny_d
     assert_every_tensor_equal(ckpt(tmp_path / "two"), ref)
 
     # resume at 1 process (global batch kept): the EMA loads whole, then ends within float noise
-    one_args = fsdp_ema_args(tiny_data_root, "one", f"resume={step4}", "data.batch_size=4")
+    # an absolute run dir: the in-process build writes into it, not into the test's cwd
+    one_args = fsdp_ema_args(tiny_data_root, str(tmp_path / "one"), f"resume={step4}",
+                             "data.batch_size=4")
     trainer = build_trainer(load_config(DDP_RECIPE, one_args[2:]))
     trainer.resume_from_checkpoint()
     trainer.hooks[0].before_train(trainer)
