@@ -22,7 +22,7 @@ from tubelet.data.batches import BadData, BatchStream
 from tubelet.data.datasets.base import require_labels
 from tubelet.data.dynamic_batch import DynamicBatchSampler, check_dynamic_dataset
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
-from tubelet.engine import parallel
+from tubelet.engine import parallel, streams
 from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import scaled_lr
@@ -350,6 +350,9 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     optimizer, base_lr = build_optimizer(cfg["optimizer"], parallel.unwrap(model),
                                          total_batch_size=total_batch)
     hooks = [build_at(h, HOOKS, key=f"hooks[{i}]") for i, h in enumerate(cfg.get("hooks") or [])]
+    # the weights above came from `seed` on every rank; masks, drop-path and mixup now draw
+    # from each rank's own stream (rank r: seed + r; rank 0 unchanged), see engine/streams.py
+    streams.seed_rank_stream(seed, rank=dist.get_rank())
     logger = RunLogger(run_dir, enabled=dist.is_main(), tensorboard=train.pop("tensorboard", True),
                        progress=train.pop("progress", None))
     trainer = Trainer(model=model, task=task, optimizer=optimizer, train_loader=train_loader,

@@ -14,6 +14,7 @@ from torchmetrics import SumMetric
 from tubelet import distributed as dist
 from tubelet.registry import TASKS
 from tubelet.tasks.classification import ClassificationTask
+from tubelet.tasks.mae_pretrain import MAEPretrainTask, unwrap as mae_unwrap
 
 
 @TASKS.register("nan_on_rank")
@@ -61,3 +62,40 @@ class CountingClassification(ClassificationTask):
         super().reset_metrics()
         self.num_samples.reset()
         self.label_sum.reset()
+
+
+@TASKS.register("mask_recording_mae")
+class MaskRecordingMAE(MAEPretrainTask):
+    """MAE pretraining that records, per rank, the mask each training step's forward draws
+    (peeked with a forked RNG, so the training stream is untouched) in
+    `record_dir/masks.rank<r>.pt`: a list of (step call, mask)."""
+
+    def __init__(self, *, record_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path = Path(record_dir) / f"masks.rank{dist.get_rank()}.pt"
+        self.masks: list[torch.Tensor] = []
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        video = batch[self.input_key]
+        with torch.random.fork_rng(devices=[]):
+            self.masks.append(mae_unwrap(model).draw_mask(video.shape[0], video.device).cpu())
+        torch.save(self.masks, self.path)
+        return super().loss(model, batch)
+
+
+@TASKS.register("slow_eval_classification")
+class SlowEvalClassification(ClassificationTask):
+    """Classification whose eval batches take `eval_sleep` seconds each (a long eval); the
+    wall time of the first eval batch goes to `stamp_file`."""
+
+    def __init__(self, num_classes: int, *, eval_sleep: float = 1.0, stamp_file: str,
+                 **kwargs: Any) -> None:
+        super().__init__(num_classes, **kwargs)
+        self.eval_sleep, self.stamp_file = eval_sleep, stamp_file
+
+    @torch.no_grad()
+    def eval_step(self, model: nn.Module, batch: dict[str, Any]) -> None:
+        if not Path(self.stamp_file).exists():
+            Path(self.stamp_file).write_text(str(time.time()))
+        time.sleep(self.eval_sleep)
+        super().eval_step(model, batch)

@@ -8,6 +8,12 @@ so the count is exact whatever the number of workers. Each bad file is logged on
 is kept in `<run dir>/bad_files.txt` (re-read on resume, so counts survive a restart). When the
 distinct bad files exceed `max_bad_fraction` of a dataset's files, `BadDataError` (a user error:
 exit code 2) stops the run after the list has been printed.
+
+Under the Trainer the limit is `deferred`: a new bad file only marks the list as changed, and the
+Trainer's per-step agreement (engine/guard.py) calls `agree()` on every rank at the same step
+when any rank's list changed. `agree()` gathers the lists, so the limit applies to the distinct
+files over all ranks, and every rank stops at the same step with exit code 2 (the whole list on
+rank 0) instead of one rank raising while the others wait in a collective.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from tubelet import distributed as dist
 from tubelet.data.seeding import sample_generator
 from tubelet.registry import ConfigError
 
@@ -43,6 +50,8 @@ class BadData:
         self.path = None if run_dir is None else Path(run_dir) / name
         self.files: dict[str, str] = {}  # path -> reason, in the order first seen
         self.substitutions = 0  # items replaced since this process started
+        self.deferred = False  # True: leave the limit to `agree()` (the Trainer sets it)
+        self.changed = False  # new files since the last `agree()`
         if self.path is not None and self.path.is_file():  # a resumed run keeps its count
             for line in self.path.read_text().splitlines():
                 fields = line.split("\t")
@@ -59,7 +68,9 @@ class BadData:
                 new = True
         if new:
             self._write()
-        self.check()
+            self.changed = True
+        if not self.deferred:
+            self.check()
 
     def update(self, batch: dict[str, Any]) -> None:
         """Pop the batch's `bad` field and record what it names."""
@@ -71,16 +82,32 @@ class BadData:
         if bad:
             self.add(bad)
 
-    def check(self) -> None:
-        count = len(self.files)
+    def check(self, files: dict[str, str] | None = None, *, ranks: int = 1) -> None:
+        """Raise `BadDataError` (after logging the list) when `files` (this rank's own by
+        default) exceed the limit."""
+        files = self.files if files is None else files
+        count = len(files)
         if count <= self.max_fraction * self.num_files:
             return
-        for reason in self.files.values():
-            log.error("bad %s file: %s", self.split, reason)
+        if dist.is_main():
+            for reason in files.values():
+                log.error("bad %s file: %s", self.split, reason)
         where = f"; the list is in {self.path}" if self.path is not None else ""
+        if ranks > 1:
+            where += f" ({ranks} ranks: bad_files.txt and bad_files.rank<r>.txt)"
         raise BadDataError(f"data.max_bad_fraction: {count} of {self.num_files} {self.split} "
                            f"files ({count / self.num_files:.1%}) are missing or unreadable, "
                            f"above {self.max_fraction:g}{where}")
+
+    def agree(self) -> None:
+        """A collective: every rank calls it at the same step. The distinct bad files of all
+        ranks are checked against the limit, so every rank raises, or none does."""
+        self.changed = False
+        gathered = dist.all_gather_object(self.files)
+        union: dict[str, str] = {}
+        for files in gathered:
+            union.update(files)
+        self.check(union, ranks=len(gathered))
 
     def _write(self) -> None:
         if self.path is None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any, Iterator
 
 import numpy as np
@@ -111,6 +112,11 @@ class _WorkerSeed:
         self.seed, self.rank, self.epoch = seed, rank, epoch
 
     def __call__(self, worker_id: int) -> None:
+        # Ctrl-C and a scheduler's SIGTERM reach the workers too (one process group): they must
+        # keep serving batches while the main process finishes its step and saves, then it
+        # shuts them down itself (engine/guard.py)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
         words = [self.seed & 0xFFFFFFFF, self.rank, self.epoch, worker_id]
         s = int(np.random.SeedSequence(words).generate_state(1)[0])
         random.seed(s)

@@ -7,6 +7,11 @@ After every optimizer step `ema = decay * ema + (1 - decay) * weights` (buffers 
 statistics are copied). After each evaluation the EMA weights are evaluated too and logged as
 `val/ema_<metric>`. The averages are saved in the checkpoint (`Hook.state_dict`) and restored
 on resume, so a resumed run's EMA matches an uninterrupted one.
+
+Under FSDP2 each rank averages its own shard of every weight (the shadow holds DTensors laid
+out like the model's). The checkpoint holds full, plain tensors (gathered from all ranks, as
+the model's are), so it loads with `weights_only=True` and no DTensor import, and at any world
+size: each rank cuts its own shard back out on resume.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from tubelet.engine import parallel
 from tubelet.engine.hooks import Hook
 from tubelet.registry import HOOKS
 
@@ -43,8 +49,8 @@ class EMAHook(Hook):
         model_state = _unwrap(trainer.model).state_dict()
         if self.shadow is None:  # a fresh run; on resume load_state_dict already filled it
             self.shadow = {k: v.detach().clone() for k, v in model_state.items()}
-        else:
-            self.shadow = {k: v.to(model_state[k].device) for k, v in self.shadow.items()}
+        else:  # full tensors from a checkpoint: this rank's shard of each (FSDP2), on its device
+            self.shadow = {k: parallel.shard_like(v, model_state[k]) for k, v in self.shadow.items()}
 
     @torch.no_grad()
     def after_step(self, trainer: "Trainer") -> None:
@@ -64,16 +70,24 @@ class EMAHook(Hook):
         from tubelet.engine.evaluate import run_eval
         model = _unwrap(trainer.model)
         backup = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(self.shadow)
+        model.load_state_dict(self.shadow)  # shard into shard under FSDP2
         try:
-            ema_metrics = run_eval(trainer.model, trainer.task, trainer.val_loader,
-                                   device=trainer.device, amp_dtype=trainer.amp_dtype)
+            # as Trainer.evaluate: no collective inside the forwards (ranks hold different
+            # numbers of eval batches), a stop signal polled between batches
+            with parallel.eval_view(trainer.model) as view:
+                ema_metrics = run_eval(view, trainer.task, trainer.val_loader,
+                                       device=trainer.device, amp_dtype=trainer.amp_dtype,
+                                       should_stop=trainer.guard.poll_stop)
         finally:
             model.load_state_dict(backup)
         metrics.update({k.replace("val/", "val/ema_", 1): v for k, v in ema_metrics.items()})
 
     def state_dict(self) -> dict[str, Any]:
-        shadow = {k: v.cpu() for k, v in self.shadow.items()} if self.shadow is not None else None
+        """Full tensors on the CPU; a collective under FSDP2 (every rank calls it, as the
+        Trainer's state_dict does)."""
+        shadow = None
+        if self.shadow is not None:
+            shadow = {k: parallel.full_tensor(v).cpu() for k, v in self.shadow.items()}
         return {"num_updates": self.num_updates, "shadow": shadow}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

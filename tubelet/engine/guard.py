@@ -1,34 +1,50 @@
-"""Preemption and the NaN/inf guard: decisions every rank must take together, at the same step.
+"""Preemption, Ctrl-C and the NaN/inf guard: decisions every rank must take together, at the
+same step.
 
 A signal handler only sets a flag (saving from inside a handler can deadlock in a collective or
-in the allocator). Before each `optimizer.step()` every rank contributes two facts to ONE
-all-reduce: "was I asked to stop?" and "is my loss / gradient norm finite?". So a SIGTERM that
-reached only rank 0, or a NaN on rank 1 only, is known to all ranks at the same step: they skip
-or stop together instead of hanging in the next collective until the backend's timeout.
+in the allocator). Before each `optimizer.step()` every rank contributes its facts to ONE
+all-reduce: "was I asked to stop, and how?", "is my loss / gradient norm finite?" and "did my
+data cross the bad-file limit?". So a SIGTERM that reached only rank 0, or a NaN on rank 1 only,
+is known to all ranks at the same step: they skip or stop together instead of hanging in the
+next collective until the backend's timeout. Evaluation polls the stop flag between batches
+(`poll_stop`), so a signal during a long eval is honoured within one eval batch.
+
+Stop signals: SIGTERM and SIGUSR1 (schedulers; exit 75, requeue) and SIGINT (Ctrl-C; exit 130).
+Each saves one checkpoint at the agreed step. A second Ctrl-C raises KeyboardInterrupt at once
+(no save). Under torchrun the agent forwards the signal it gets to every worker, and after one
+worker exits it sends SIGTERM to the others: a rank that is already leaving after the agreed
+save ignores that, so every rank reports the same exit code.
 """
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from typing import Any
 
 import torch
 
 from tubelet import distributed as dist
+from tubelet.registry import ConfigError
 
 log = logging.getLogger("tubelet")
 NAN_POLICIES = ("stop", "skip", "off")
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+EXIT_PREEMPTED, EXIT_INTERRUPTED = 75, 130
+# the stop flag's value: the highest over ranks wins, so Ctrl-C anywhere means "interrupted"
+_STOP_LEVEL = {"SIGTERM": 1.0, "SIGUSR1": 1.0, "SIGINT": 2.0}
 
 
 class Preempted(Exception):
     """All ranks saved a checkpoint at `step` after a stop signal; the process should exit
-    with `cli.EXIT_PREEMPTED` so a scheduler requeues it."""
+    with `exit_code`: 75 (requeue) after SIGTERM/SIGUSR1, 130 after Ctrl-C."""
 
-    def __init__(self, step: int, signame: str) -> None:
-        super().__init__(f"preempted ({signame}): checkpoint saved at step {step}; run the same "
+    def __init__(self, step: int, signame: str, *, interrupted: bool = False) -> None:
+        what = "interrupted" if interrupted else "preempted"
+        super().__init__(f"{what} ({signame}): checkpoint saved at step {step}; run the same "
                          "command with resume=auto to continue")
         self.step = step
+        self.exit_code = EXIT_INTERRUPTED if interrupted else EXIT_PREEMPTED
 
 
 class NonFiniteError(Exception):
@@ -36,14 +52,30 @@ class NonFiniteError(Exception):
 
 
 class StopSignals:
-    """SIGTERM / SIGUSR1 handlers that only record the signal."""
+    """SIGTERM / SIGUSR1 / SIGINT handlers that only record the signal; a second SIGINT
+    raises KeyboardInterrupt (abort without saving)."""
 
     def __init__(self) -> None:
         self.received: str | None = None
+        self.interrupts = 0
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        self.received = signal.Signals(signum).name
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT:
+            self.interrupts += 1
+            if self.interrupts > 1:
+                raise KeyboardInterrupt
+            if dist.is_main():  # os.write: no logging lock taken inside a handler
+                os.write(2, b"\nCtrl-C: saving a checkpoint at the end of this step "
+                            b"(press Ctrl-C again to abort without saving)\n")
+        # Ctrl-C outranks a scheduler's signal: the user is at the terminal
+        if self.received is None or _STOP_LEVEL[name] > _STOP_LEVEL[self.received]:
+            self.received = name
+
+    @property
+    def level(self) -> float:
+        return _STOP_LEVEL[self.received] if self.received else 0.0
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
@@ -54,49 +86,112 @@ class StopSignals:
             signal.signal(sig, handler)
         self._previous.clear()
 
+    def leaving(self) -> None:
+        """The agreed save is done and the process is on its way out: the launcher's own
+        SIGTERM (torchrun sends it to the others once one rank has exited) must not turn
+        this rank's exit code into -15; a Ctrl-C still aborts at once. A program that goes on
+        after the stop (not the CLI) calls `restore()` to get its own handlers back."""
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
     def __enter__(self) -> "StopSignals":
         self.install()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.restore()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        # the stops every rank takes together (signal, NaN, bad data, a recipe error found in
+        # fit): the others may already be gone, and the launcher's SIGTERM must not change
+        # this rank's exit code
+        if exc_type is not None and issubclass(exc_type, (Preempted, NonFiniteError, ConfigError)):
+            self.leaving()
+        else:
+            self.restore()
 
 
 class StepGuard:
     """The per-step agreement. `check()` runs before `optimizer.step()` and returns whether
-    to apply the update; `stop_requested` then says whether to save and exit after it."""
+    to apply the update; `stop_requested` then says whether to save and exit after it, and
+    `interrupted` whether the stop came from Ctrl-C (exit 130) rather than a scheduler (75)."""
 
     def __init__(self, *, policy: str = "stop", skip_limit: int = 3,
                  device: torch.device) -> None:
         assert policy in NAN_POLICIES, policy
         self.policy, self.skip_limit, self.device = policy, skip_limit, device
         self.signals = StopSignals()
-        self.stop_requested = False
+        self.stop_requested = self.interrupted = False
         self.skipped_in_a_row = 0
+        self.overflow = False  # the last check's agreed fp16 overflow
+        # the loaders' bad-file lists (data.batches.BadData, `deferred`): their limit is agreed here
+        self.bad_data: list[Any] = []
 
-    def check(self, *, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> bool:
+    def _agree_stop(self, level: float) -> None:
+        self.stop_requested, self.interrupted = level > 0, level >= _STOP_LEVEL["SIGINT"]
+
+    def poll_stop(self) -> bool:
+        """Between eval batches: has any rank been asked to stop? Also agrees on the bad-file
+        limit. A collective, so every rank calls it equally often (see `run_eval`)."""
+        if dist.get_world_size() == 1:
+            self._agree_stop(self.signals.level)
+            self.agree_bad_data(self._bad_data_flag())
+            return self.stop_requested
+        flags = torch.tensor([self.signals.level, self._bad_data_flag()],
+                             device=dist.collective_device())
+        level, bad = dist.all_reduce_max(flags).tolist()
+        self._agree_stop(level)
+        self.agree_bad_data(bad)
+        return self.stop_requested
+
+    def _bad_data_flag(self) -> float:
+        return float(any(b.changed for b in self.bad_data))
+
+    def agree_bad_data(self, flag: float) -> None:
+        """Some rank found new bad files: every rank checks the union of all ranks' lists
+        against the limit (a collective, here at the same step on every rank) and raises
+        `BadDataError` (exit 2) together."""
+        if flag:
+            for bad in self.bad_data:
+                bad.agree()
+
+    def check(self, *, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None,
+              overflow: torch.Tensor | None = None) -> bool:
+        """Whether to apply the update (False: a non-finite step skipped under `skip`).
+        `grad_norm` is None under fp16 loss scaling: an inf there is the scaler's business, and
+        `overflow` (this rank's GradScaler found inf) is agreed instead, into `self.overflow`."""
         world, rank = dist.get_world_size(), dist.get_rank()
-        if world == 1 and self.policy == "off":  # nothing to agree on: no device sync at all
-            self.stop_requested = self.signals.received is not None
+        self.overflow = False
+        if world == 1 and self.policy == "off" and overflow is None:  # no device sync at all
+            self._agree_stop(self.signals.level)
+            self.agree_bad_data(self._bad_data_flag())
             return True
-        # slot 0: a rank was asked to stop; slot 1 + r: rank r's loss is non-finite (2) or
-        # only its gradient norm is (1). DDP averages gradients, so one rank's NaN loss makes
-        # every rank's norm NaN: the loss slots say where it started.
-        flags = torch.zeros(world + 1, device=self.device)
-        flags[0] = float(self.signals.received is not None)
+        # slot 0: a rank was asked to stop (2: by Ctrl-C); slot 1: a rank found new bad files;
+        # slot 2: a rank's fp16 gradients overflowed; slot 3 + r: rank r's loss is non-finite
+        # (2) or only its gradient norm is (1). DDP averages gradients, so one rank's NaN loss
+        # makes every rank's norm NaN: the loss slots say where it started.
+        flags = torch.zeros(world + 3, device=self.device)
+        flags[0] = self.signals.level
+        flags[1] = self._bad_data_flag()
+        if overflow is not None:
+            flags[2] = overflow.to(self.device)
         if self.policy != "off":
             bad = (~torch.isfinite(loss)).float() * 2
             if grad_norm is not None:
                 bad = torch.maximum(bad, (~torch.isfinite(grad_norm)).float())
-            flags[1 + rank] = bad
+            flags[3 + rank] = bad
         flags = dist.all_reduce_max(flags.to(dist.collective_device())).tolist()  # the one sync
-        self.stop_requested = flags[0] > 0
-        if not any(flags[1:]):
+        self._agree_stop(flags[0])
+        self.agree_bad_data(flags[1])
+        self.overflow = flags[2] > 0
+        return self._nonfinite(step, flags[3:])
+
+    def _nonfinite(self, step: int, flags: list[float]) -> bool:
+        world = len(flags)
+        if not any(flags):
             self.skipped_in_a_row = 0
             return True
-        loss_ranks = [r for r in range(world) if flags[1 + r] == 2]
+        loss_ranks = [r for r in range(world) if flags[r] == 2]
         what = "loss" if loss_ranks else "gradient norm"
-        ranks = loss_ranks or [r for r in range(world) if flags[1 + r] > 0]
+        ranks = loss_ranks or [r for r in range(world) if flags[r] > 0]
         where = f"non-finite {what} at step {step}" + (f" on rank(s) {ranks}" if world > 1 else "")
         if self.policy == "stop":
             raise NonFiniteError(f"train: {where}; no rank applied the update "

@@ -49,18 +49,51 @@ def wrap_model(model: nn.Module, *, strategy: str = "ddp", device: torch.device,
     return _fully_shard(model, param_dtype=PARAM_DTYPES[param_dtype])
 
 
+def fsdp_units(model: nn.Module) -> list[nn.Module]:
+    """The submodules FSDP2 shards one by one, in forward order. The rule, which a plugin model
+    can follow too: a module with a `fsdp_units()` method names its own units (our ViT: its
+    blocks; MAE/VideoMAE: encoder and decoder blocks; a classifier: its backbone's; ResNet3D:
+    its stages); a module without one is searched child by child, so a plugin model that
+    holds one of ours (e.g. `self.trunk = VisionTransformer(...)`) needs no method."""
+    method = getattr(model, "fsdp_units", None)
+    if callable(method):
+        return list(method())
+    return [unit for child in model.children() for unit in fsdp_units(child)]
+
+
+def describe_units(model: nn.Module, units: list[nn.Module]) -> str:
+    """'encoder.blocks.0-11, decoder.blocks.0-3': unit names, runs of numbers folded."""
+    names = {m: n for n, m in model.named_modules()}
+    groups: dict[str, list[str]] = {}
+    for unit in units:
+        prefix, _, last = names[unit].rpartition(".")
+        groups.setdefault(prefix if last.isdigit() else names[unit], []).append(last)
+    parts = []
+    for prefix, items in groups.items():
+        nums = [int(x) for x in items if x.isdigit()]
+        if len(nums) == len(items) and nums:
+            parts.append(f"{prefix}.{min(nums)}-{max(nums)}" if len(nums) > 1 else f"{prefix}.{nums[0]}")
+        else:
+            parts.append(prefix)
+    return ", ".join(parts)
+
+
 def _fully_shard(model: nn.Module, *, param_dtype: torch.dtype | None) -> nn.Module:
-    """FSDP2: shard each transformer block first, then the root (which then holds only what
-    is left: embeddings, norm, head), so each block's all-gather overlaps the previous block."""
+    """FSDP2: shard each unit (transformer block, ResNet stage) first, then the root (which
+    then holds only what is left: embeddings, norms, head), so a unit's parameters are
+    gathered only while it runs and each all-gather overlaps the previous unit's compute."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     # reduce in fp32 even when computing in bf16: gradient sums over many ranks lose bits
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    blocks = getattr(model, "blocks", None)
-    if blocks is None:
-        log.warning("fsdp: %s has no `blocks`; sharding the whole model as one unit",
+    units = fsdp_units(model)
+    if units:
+        log.info("fsdp: %d units (%s) and the root", len(units), describe_units(model, units))
+    else:
+        log.warning("fsdp: %s names no units (no `fsdp_units()` method in it); sharding the "
+                    "whole model as one unit: every step gathers all of it at once",
                     type(model).__name__)
-    for block in blocks or []:
-        fully_shard(block, mp_policy=mp)
+    for unit in units:
+        fully_shard(unit, mp_policy=mp)
     # the root's parameters are needed again at once by backward: keep them after forward
     return fully_shard(model, mp_policy=mp, reshard_after_forward=False)
 
@@ -78,9 +111,20 @@ def is_sharded(model: nn.Module) -> bool:
 
 
 def full_tensor(t: torch.Tensor | None) -> torch.Tensor | None:
-    """A plain tensor from a DTensor (FSDP's gradient norm is one), else `t` unchanged."""
+    """A plain tensor from a DTensor (FSDP's gradient norm is one), else `t` unchanged.
+    A collective for a DTensor: every rank calls it, in the same order."""
     from torch.distributed.tensor import DTensor
     return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def shard_like(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`full` (a whole tensor, the same on every rank) laid out as `like`: this rank's shard
+    when `like` is an FSDP2 DTensor (cut locally, no communication), else on its device."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+    if isinstance(like, DTensor):
+        return distribute_tensor(full.to(like.device, like.dtype), like.device_mesh,
+                                 like.placements, src_data_rank=None)
+    return full.to(like.device)
 
 
 @contextlib.contextmanager

@@ -14,13 +14,13 @@ from torch.utils.data import DataLoader
 from tubelet import distributed as dist
 from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
-from tubelet.engine import parallel
+from tubelet.engine import amp as amp_scaling, parallel, streams
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
                                        model_mismatch, rng_state, save_checkpoint,
                                        set_aside_all, set_rng_state)
 from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
-from tubelet.engine.evaluate import run_eval, to_device
+from tubelet.engine.evaluate import EvalAbandoned, run_eval, to_device
 from tubelet.engine.meters import Meters
 from tubelet.engine.schedule import cosine_lr
 from tubelet.loggers import RunLogger
@@ -42,11 +42,14 @@ class Trainer:
                  amp: str = "none", eval_interval: int = 1, checkpoint_interval: int = 0,
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
+                 fp16_init_scale: float = 2.0 ** 16,
                  extra_state: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
-        if amp == "fp16" and device.type != "cuda":
-            raise ConfigError("train.amp: fp16 needs CUDA (GradScaler); use bf16 on CPU")
+        if amp == "fp16" and device.type != "cuda":  # torch's GradScaler runs on CPU too
+            log.warning("train.amp: fp16 on %s is slow and meant for tests; use bf16", device.type)
+        if not fp16_init_scale > 0:
+            raise ConfigError(f"train.fp16_init_scale: must be > 0, got {fp16_init_scale}")
         if keep_last < 1 or accum_steps < 1 or log_interval < 1:
             raise ConfigError("train: keep_last, accum_steps and log_interval must be >= 1")
         if best_mode not in ("max", "min"):
@@ -66,8 +69,15 @@ class Trainer:
         self.best_metric, self.best_mode = best_metric, best_mode
         self.extra_state = extra_state or {}
         self.amp_dtype = AMP_DTYPES[amp]
-        self.scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
+        self.scaler = torch.amp.GradScaler(device.type, init_scale=fp16_init_scale,
+                                           enabled=amp == "fp16")
+        self.overflow_steps = 0  # fp16 steps skipped by the loss scaler, over all ranks alike
         self.guard = StepGuard(policy=nan_guard, skip_limit=nan_skip_limit, device=device)
+        # the bad-file limit is agreed at the guard's per-step check, not raised by one rank
+        self.guard.bad_data = [loader.bad_data for loader in (train_loader, val_loader)
+                               if getattr(loader, "bad_data", None) is not None]
+        for bad in self.guard.bad_data:
+            bad.deferred = True
 
         self.world_size = dist.get_world_size()
         # what one optimizer step consumes over all ranks (samples, or pixels for dynamic
@@ -95,9 +105,16 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         self.resume_from_checkpoint()
         self.logger.start(total_steps=self.total_steps, step=self.step)
+        try:  # the progress bar is closed on every way out: done, preempted, error, Ctrl-C
+            return self._fit()
+        finally:
+            self.logger.close()
+
+    def _fit(self) -> dict[str, float]:
         for hook in self.hooks:
             hook.before_train(self)
-        with self.guard.signals:  # SIGTERM/SIGUSR1 now mean "save at the next step and exit"
+        # SIGTERM/SIGUSR1/SIGINT now mean "save at the end of this step (or eval batch) and exit"
+        with self.guard.signals:
             while self.epoch < self.epochs:
                 self.model.train()
                 # a resumed epoch starts at the first batch the killed run had not trained on
@@ -128,7 +145,6 @@ class Trainer:
                 self.save_checkpoint(is_best=is_best)
         for hook in self.hooks:
             hook.after_train(self)
-        self.logger.close()
         return self.metrics
 
     def train_step(self, batch: dict[str, Any]) -> bool:
@@ -151,39 +167,56 @@ class Trainer:
         lr = cosine_lr(self.step, **self.lr_kwargs)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
-        grad_norm = self.grad_norm()
-        # all ranks agree here, before the update, on NaN/inf anywhere and on a stop signal
-        if self.guard.check(step=self.step, loss=self._step_loss, grad_norm=grad_norm):
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        elif self.clip_grad is not None:
-            self.scaler.update()  # unscale_ ran: the (fp16) scaler must close its step
+        overflow = amp_scaling.unscale(self.scaler, self.optimizer)  # None without fp16
+        grad_norm = self.grad_norm(scaled=overflow is not None)
+        # all ranks agree here, before the update, on NaN/inf anywhere, on an fp16 overflow
+        # anywhere and on a stop signal
+        apply = self.guard.check(step=self.step, loss=self._step_loss, grad_norm=grad_norm,
+                                 overflow=overflow)
+        if self.guard.overflow:  # every rank skips this update and lowers the scale alike
+            amp_scaling.mark_overflow(self.scaler, self.optimizer)
+            self.overflow_steps += 1
+            log.info("fp16 overflow at step %d: update skipped, loss scale lowered from %g "
+                     "(%d overflow steps)", self.step, self.scaler.get_scale(), self.overflow_steps)
+        if apply:
+            self.scaler.step(self.optimizer)  # skips the update itself on an overflow
+        self.scaler.update()  # a no-op without fp16; else it closes the step unscale_ opened
         self.optimizer.zero_grad(set_to_none=True)
         self._step_loss.zero_()
         self.step += 1
         return True
 
-    def grad_norm(self) -> torch.Tensor | None:
-        """The clipped gradient norm, or (for the guard) the plain one. None under fp16 AMP
-        without clipping: inf gradients there are the GradScaler's business, not a failure."""
+    def grad_norm(self, *, scaled: bool = False) -> torch.Tensor | None:
+        """Clip the (unscaled) gradients; the norm for the guard, or None. None when `scaled`
+        (fp16 loss scaling): an inf norm there is an overflow, the GradScaler's business."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.clip_grad is not None:
-            self.scaler.unscale_(self.optimizer)
             norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
             self._meters.grad_norm = norm
-            return norm
-        if self.guard.policy == "off" or self.scaler.is_enabled():
+            return None if scaled else norm
+        if self.guard.policy == "off" or scaled:
             return None
         return parallel.full_tensor(nn.utils.get_total_norm([p.grad for p in params]))
 
     def evaluate(self) -> dict[str, float]:
-        with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
-            metrics = run_eval(model, self.task, self.val_loader, device=self.device,
-                               amp_dtype=self.amp_dtype)
-        log.info("eval epoch %d step %d: %s", self.epoch, self.step,
-                 " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        for hook in self.hooks:
-            hook.after_eval(self, metrics)
+        """Evaluate after an epoch. A stop signal is agreed between eval batches: the eval is
+        abandoned and the checkpoint saved as at the end of the epoch's training, so a resume
+        runs this eval again (`preempt` raises)."""
+        rng = rng_state()  # a resumed eval must draw what this one would have
+        try:
+            with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
+                metrics = run_eval(model, self.task, self.val_loader, device=self.device,
+                                   amp_dtype=self.amp_dtype, should_stop=self.guard.poll_stop)
+            log.info("eval epoch %d step %d: %s", self.epoch, self.step,
+                     " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            for hook in self.hooks:  # the EMA hook's eval polls the same way
+                hook.after_eval(self, metrics)
+        except EvalAbandoned:
+            assert self.batch_in_epoch == 0 and self.epoch > 0, "eval runs after an epoch"
+            self.epoch -= 1
+            self.batch_in_epoch = self.micro[self.epoch]
+            set_rng_state(rng)
+            self.preempt()
         return metrics
 
     # ------------------------------------------------------------------ pieces of the loop
@@ -194,6 +227,8 @@ class Trainer:
         """The only place a training step syncs with the device: every `log_interval` steps."""
         fields = self._meters.read()
         fields["lr"] = self.optimizer.param_groups[-1]["lr"]
+        if self.scaler.is_enabled():  # fp16: how many updates the loss scaler skipped so far
+            fields["overflow_steps"] = self.overflow_steps
         # `epoch` in metrics.jsonl counts epochs completed, so a train row mid-epoch is fractional
         progress = round(self.epoch + self.batch_in_epoch / self.micro[self.epoch], 4)
         self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
@@ -211,10 +246,11 @@ class Trainer:
         return better
 
     def preempt(self) -> None:
-        """Save one checkpoint at this step (every rank is here, at the same step) and leave."""
+        """Save one checkpoint at this step (every rank is here, at the same step) and leave:
+        exit 130 when any rank got Ctrl-C, else 75 (see guard.py)."""
         self.save_checkpoint()
-        self.logger.close()
-        raise Preempted(self.step, self.guard.signals.received or "signal on another rank")
+        raise Preempted(self.step, self.guard.signals.received or "signal on another rank",
+                        interrupted=self.guard.interrupted)
 
     # ------------------------------------------------------------------ state
     @property
@@ -238,7 +274,8 @@ class Trainer:
                         "global_batch": self.global_batch, "world_size": self.world_size,
                         "batches": self.train_sampler.describe(),
                         "batch_plan": self.train_sampler.plan, "accum_steps": self.accum_steps,
-                        "steps_per_epoch": self.steps_per_epoch},
+                        "steps_per_epoch": self.steps_per_epoch,
+                        "overflow_steps": self.overflow_steps},
             "rng": rngs[0],
             "rng_per_rank": rngs,
             "meters": meters[0],
@@ -259,11 +296,16 @@ class Trainer:
         self.best = t["best"]
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hook_state)
-        # every rank drew the same global randomness (same seed, same draws), but keep each
-        # its own where the world size allows; after a change every rank takes rank 0's
-        per_rank = state.get("rng_per_rank") or []
+        # each rank its own global random stream; what a world-size change does: streams.py
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
         same_world = len(per_rank) == self.world_size
-        set_rng_state(per_rank[dist.get_rank()] if same_world else state["rng"])
+        how = streams.restore_rank_stream(per_rank, rank=dist.get_rank(),
+                                          world_size=self.world_size, step=self.step)
+        if how != "own" and dist.is_main():
+            log.info("resume: world size %d -> %d: ranks keep their saved random streams where "
+                     "there is one, the others get new ones (docs/resume.md)", len(per_rank),
+                     self.world_size)
+        self.overflow_steps = t.get("overflow_steps", 0)
         meters = state["meters_per_rank"]
         self._meters.load_state_dict(meters[dist.get_rank()] if same_world else state["meters"])
 

@@ -178,6 +178,10 @@ class MaskedAutoencoder(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.encoder.set_grad_checkpointing(enable)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP2 shards one by one (engine/parallel.py): every encoder and decoder block."""
+        return [*self.encoder.fsdp_units(), *self.decoder.blocks]
+
     def no_weight_decay(self) -> set[str]:
         return {"encoder.pos_embed", "encoder.cls_token", "mask_token"}
 

@@ -92,6 +92,10 @@ class ResNet3D(nn.Module):
                 if not last_bn.weight.is_meta:
                     nn.init.zeros_(last_bn.weight)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP2 shards one by one (engine/parallel.py): the four stages."""
+        return list(self.stages)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))  # (B,C,T,H,W) -> (B, D, T, H/32, W/32)
 

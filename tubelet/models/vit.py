@@ -165,6 +165,10 @@ class VisionTransformer(nn.Module):
                 nn.init.zeros_(self.head.bias)
                 self.head.weight.mul_(self.head_init_scale)
 
+    def fsdp_units(self) -> list[nn.Module]:
+        """What FSDP2 shards one by one (engine/parallel.py): the transformer blocks."""
+        return list(self.blocks)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in backward: less memory, about a third more compute."""
         self.grad_checkpointing = enable
