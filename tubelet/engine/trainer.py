@@ -77,6 +77,12 @@ class Trainer:
         self.steps_per_epoch = self.micro[0] // accum_steps if epochs else 0
         self.total_steps = sum(self.micro) // accum_steps
         warmup_steps = round(warmup_epochs * self.total_steps / max(epochs, 1))
+        if warmup_steps >= self.total_steps > 0:  # warn: shortened smoke runs are legitimate
+            log.warning("schedule.warmup_epochs: %g epochs (%d steps) is not shorter than the run "
+                        "(%d epochs, %d steps); the lr stops at %.3g, %.0f%% of its peak %.3g",
+                        warmup_epochs, warmup_steps, epochs, self.total_steps,
+                        base_lr * max(self.total_steps - 1, 0) / warmup_steps,
+                        100 * max(self.total_steps - 1, 0) / warmup_steps, base_lr)
         self.lr_kwargs = dict(base_lr=base_lr, total_steps=self.total_steps, min_lr=min_lr,
                               warmup_steps=warmup_steps)
         # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
@@ -116,7 +122,9 @@ class Trainer:
                         self.preempt()
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 is_best = False
-                if self.val_loader is not None and self.epoch % self.eval_interval == 0:
+                # the last epoch is always evaluated, so a run never ends without metrics
+                last = self.epoch == self.epochs
+                if self.val_loader is not None and (self.epoch % self.eval_interval == 0 or last):
                     self.metrics = self.evaluate()
                     self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
                     is_best = self.update_best(self.metrics)
