@@ -96,6 +96,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         self.resume_from_checkpoint()
         self.logger.start(total_steps=self.total_steps, step=self.step)
+        self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)
         for hook in self.hooks:
             hook.before_train(self)
         with self.guard.signals:  # SIGTERM/SIGUSR1 now mean "save at the next step and exit"
@@ -113,6 +114,7 @@ class Trainer:
                         continue
                     for hook in self.hooks:
                         hook.after_step(self)
+                    self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)
                     if self.step % self.log_interval == 0:
                         self.log_train()
                     if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
@@ -183,7 +185,7 @@ class Trainer:
         with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
             metrics = run_eval(model, self.task, self.val_loader, device=self.device,
                                amp_dtype=self.amp_dtype)
-        log.info("eval epoch %d step %d: %s", self.epoch, self.step,
+        log.info("eval epoch %d/%d step %d: %s", self.epoch, self.epochs, self.step,
                  " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         for hook in self.hooks:
             hook.after_eval(self, metrics)
@@ -201,7 +203,7 @@ class Trainer:
         progress = round(self.epoch + self.batch_in_epoch / self.micro[self.epoch], 4)
         self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
                         epoch=progress)
-        self.logger.progress(step=self.step, epoch=self.epoch, fields=fields)
+        self.logger.progress(step=self.step, epoch=self.epoch, fields=fields, epochs=self.epochs)
 
     def update_best(self, metrics: dict[str, float]) -> bool:
         if self.best_metric not in metrics:
