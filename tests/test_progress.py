@@ -57,7 +57,7 @@ def test_the_bar_moves_every_step_with_an_eta_from_the_first_steps(tmp_path):
         logger.advance(step=step, epoch=0, epochs=15)
     assert task.completed == 3 and task.time_remaining is not None  # after 3 of 600 steps
     logger.progress(step=3, epoch=0, fields=FIELDS, epochs=15)
-    assert task.fields["text"] == "loss 2.0000 lr 1.000e-03 s/step 0.2000 data 25%"
+    assert task.fields["text"] == "loss 2 lr 1.00e-03 data 25% 0.2 s/step"
     logger.advance(step=41, epoch=1, epochs=15)
     assert task.fields["epoch"] == "2/15"
     logger.close()

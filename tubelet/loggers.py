@@ -148,19 +148,23 @@ class _RichProgress:
     share of it spent waiting for data. The step counter moves every step (`advance`); loss and
     lr change at log intervals (`update`), the only moments the Trainer reads the device."""
 
-    FIELDS = {"loss": "loss", "lr": "lr", "step_time": "s/step"}
+    # (field, format): short enough that an 80-column terminal keeps the counts and the ETA
+    FIELDS = (("loss", "loss {:.4g}"), ("lr", "lr {:.2e}"))
 
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
-        # speed over the last 5 min (at most 1000 steps, rich's sample window): steady enough
-        # for an ETA, and still two samples apart when one step takes longer than rich's 30 s
-        self._bar = Progress(TextColumn("ep {task.fields[epoch]}"), BarColumn(bar_width=24),
+        from rich.table import Column
+        # The loss/lr text takes the space left and is cut first, so a narrow terminal keeps
+        # the epoch, the counts and the ETA. The speed is over the last 5 min (at most 1000
+        # steps, rich's window): steady, and two samples even when a step takes over 30 s.
+        text = TextColumn("{task.fields[text]}",
+                          table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))
+        self._bar = Progress(TextColumn("ep {task.fields[epoch]}"), BarColumn(bar_width=10),
                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                             TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
-                             console=Console(stderr=True), refresh_per_second=2,
-                             speed_estimate_period=300)
+                             TimeRemainingColumn(), text, console=Console(stderr=True),
+                             refresh_per_second=2, speed_estimate_period=300, expand=True)
         self._task = None
         self._handler = _ConsoleHandler(self._bar.console)
         self._moved: list[logging.Handler] = []
@@ -180,9 +184,12 @@ class _RichProgress:
         self._bar.update(self._task, completed=step, epoch=epoch)
 
     def update(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
-        text = " ".join(f"{name} {_fmt(fields[k])}" for k, name in self.FIELDS.items() if k in fields)
-        share = _data_share(fields)
-        self._bar.update(self._task, completed=step, text=f"{text} data {share}" if share else text)
+        text = [form.format(fields[k]) for k, form in self.FIELDS if k in fields]
+        if share := _data_share(fields):
+            text.append(f"data {share}")
+        if "step_time" in fields:
+            text.append(f"{fields['step_time']:.3g} s/step")
+        self._bar.update(self._task, completed=step, text=" ".join(text))
 
     def stop(self) -> None:
         self._bar.stop()

@@ -120,6 +120,7 @@ class Trainer:
                     if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
                             and self.batch_in_epoch < self.micro[self.epoch]):
                         self.save_checkpoint()
+                        self._meters.tick()  # the save is neither data wait nor a step's time
                     if self.guard.stop_requested:  # all ranks agreed on it, at this same step
                         self.preempt()
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
