@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tubelet", usage=USAGE)
     p.add_argument("--version", action="version", version=f"tubelet {__version__}")
     # prog: without it each command's usage line would repeat the whole USAGE block
-    sub = p.add_subparsers(dest="command", required=True, prog="tubelet")
+    sub = p.add_subparsers(dest="command", required=True, prog="tubelet", metavar="COMMAND")
     for name, text in COMMANDS.items():
         s = sub.add_parser(name, help=text, description=text)
         _recipe_arguments(s)
@@ -58,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="a checkpoint file, or a run directory (its checkpoints/last.pt)")
     export.add_argument("out", type=Path, metavar="OUT.safetensors", help="the file to write")
     data = sub.add_parser("data", help="synth | check", description="Dataset tools.").add_subparsers(
-        dest="data_command", required=True, prog="tubelet data")
+        dest="data_command", required=True, prog="tubelet data", metavar="synth|check")
     text = ("Write the synthetic action dataset (real H.264 MP4s, HMDB51 layout); the defaults "
             "are the quickstart's (configs/quickstart.yaml).")
     synth = data.add_parser("synth", help=text, description=text)
