@@ -51,6 +51,21 @@ def test_auto_leaves_a_core_per_loader_worker_and_an_int_is_taken_as_given(monke
     assert choose_threads(3, num_workers=20, env={}) == (3, "train.threads")
 
 
+def test_an_explicit_omp_num_threads_wins_but_not_torchruns_placeholder(monkeypatch):
+    monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
+    assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "3"})[0] == 3
+    assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "1"})[0] == 1
+    assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "1",
+                                                     "LOCAL_WORLD_SIZE": "1"})[0] == 1
+    # torchrun with 4 local ranks set it to 1 for us: 16 cores / 4 ranks - 2 workers
+    assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "1",
+                                                     "LOCAL_WORLD_SIZE": "4"})[0] == 2
+    assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "6",
+                                                     "LOCAL_WORLD_SIZE": "4"})[0] == 6
+    assert choose_threads(5, num_workers=2, env={"OMP_NUM_THREADS": "3"})[0] == 5
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, "two", None, True, [1]])
 def test_bad_settings_are_config_errors(bad):
     with pytest.raises(ConfigError, match="train.threads: expected 'auto' or an integer >= 1"):

@@ -4,7 +4,8 @@ torch's default is one thread per core of the machine, whatever share of it this
 use. On a shared or containerised machine, or with several ranks or loader workers per node,
 that oversubscribes the cores and every step waits on threads that wait on each other (the
 quickstart on a loaded 2-core machine: 0.96 s/step at torch's default, 0.16 s at one thread).
-`auto` counts the cores this process may really use and leaves one per loader worker.
+`auto` counts the cores this process may really use and leaves one per loader worker; an
+explicit OMP_NUM_THREADS is the user's choice and wins (except torchrun's placeholder, below).
 """
 from __future__ import annotations
 
@@ -89,11 +90,20 @@ def usable_cores(env: dict[str, str] | None = None) -> tuple[int, str]:
 
 def choose_threads(setting: int | str, *, num_workers: int,
                    env: dict[str, str] | None = None) -> tuple[int, str]:
-    """(threads, why) for `train.threads`: an int is taken as given; 'auto' is the usable
-    cores minus one per loader worker (the workers decode on cores of their own), at least 1."""
+    """(threads, why) for `train.threads`: an int is taken as given; 'auto' is OMP_NUM_THREADS
+    when the user set it, else the usable cores minus one per loader worker (the workers decode
+    on cores of their own), at least 1."""
     check_threads(setting)
     if setting != "auto":
         return int(setting), "train.threads"
+    env = os.environ if env is None else env
+    omp = env.get("OMP_NUM_THREADS", "")
+    local_ranks = env.get("LOCAL_WORLD_SIZE", "")
+    # torchrun sets OMP_NUM_THREADS=1 itself when it starts several processes per node and the
+    # user did not; that placeholder is what `auto` replaces (train.threads=1 still forces 1)
+    placeholder = omp == "1" and local_ranks.isdigit() and int(local_ranks) > 1
+    if omp.isdigit() and int(omp) >= 1 and not placeholder:
+        return int(omp), "auto: OMP_NUM_THREADS is set"
     cores, how = usable_cores(env)
     threads = max(1, cores - num_workers)
     return threads, f"auto: {how}, minus {num_workers} loader workers"
