@@ -46,8 +46,11 @@ def test_usable_cores_takes_the_smallest_limit_and_divides_among_local_ranks(mon
 def test_auto_leaves_a_core_per_loader_worker_and_an_int_is_taken_as_given(monkeypatch):
     monkeypatch.setattr(threads, "cgroup_cpu_limit", lambda: None)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
-    assert choose_threads("auto", num_workers=3, env={})[0] == 5
-    assert choose_threads("auto", num_workers=20, env={})[0] == 1
+    assert choose_threads("auto", num_workers=3, env={}, torch_default=8)[0] == 5
+    assert choose_threads("auto", num_workers=20, env={}, torch_default=8)[0] == 1
+    # 8 logical CPUs, torch's default 4 (physical cores): never more than torch would take
+    assert choose_threads("auto", num_workers=1, env={}, torch_default=4) == (
+        4, "auto: 8 cores by affinity, minus 1 loader workers, at most torch's default 4")
     assert choose_threads(3, num_workers=20, env={}) == (3, "train.threads")
 
 
@@ -60,7 +63,8 @@ def test_an_explicit_omp_num_threads_wins_but_not_torchruns_placeholder(monkeypa
                                                      "LOCAL_WORLD_SIZE": "1"})[0] == 1
     # torchrun with 4 local ranks set it to 1 for us: 16 cores / 4 ranks - 2 workers
     assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "1",
-                                                     "LOCAL_WORLD_SIZE": "4"})[0] == 2
+                                                     "LOCAL_WORLD_SIZE": "4"},
+                          torch_default=1)[0] == 2  # torch took the placeholder too
     assert choose_threads("auto", num_workers=2, env={"OMP_NUM_THREADS": "6",
                                                      "LOCAL_WORLD_SIZE": "4"})[0] == 6
     assert choose_threads(5, num_workers=2, env={"OMP_NUM_THREADS": "3"})[0] == 5

@@ -20,6 +20,9 @@ from tubelet.registry import ConfigError
 
 log = logging.getLogger("tubelet")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+# torch's own choice (one per physical core, or OMP_NUM_THREADS), read before anything sets it:
+# `auto` only ever lowers it, since hyperthreads add little to intra-op math
+TORCH_DEFAULT = torch.get_num_threads()
 
 
 def check_threads(value: object) -> None:
@@ -88,11 +91,11 @@ def usable_cores(env: dict[str, str] | None = None) -> tuple[int, str]:
     return cores, how
 
 
-def choose_threads(setting: int | str, *, num_workers: int,
-                   env: dict[str, str] | None = None) -> tuple[int, str]:
+def choose_threads(setting: int | str, *, num_workers: int, env: dict[str, str] | None = None,
+                   torch_default: int = TORCH_DEFAULT) -> tuple[int, str]:
     """(threads, why) for `train.threads`: an int is taken as given; 'auto' is OMP_NUM_THREADS
     when the user set it, else the usable cores minus one per loader worker (the workers decode
-    on cores of their own), at least 1."""
+    on cores of their own), at most torch's default and at least 1."""
     check_threads(setting)
     if setting != "auto":
         return int(setting), "train.threads"
@@ -105,14 +108,19 @@ def choose_threads(setting: int | str, *, num_workers: int,
     if omp.isdigit() and int(omp) >= 1 and not placeholder:
         return int(omp), "auto: OMP_NUM_THREADS is set"
     cores, how = usable_cores(env)
-    threads = max(1, cores - num_workers)
-    return threads, f"auto: {how}, minus {num_workers} loader workers"
+    # torch's default is a physical-core count unless OMP_NUM_THREADS (here: torchrun's
+    # placeholder) set it, so it caps only when the variable is unset
+    cap = torch_default if not omp else cores
+    threads = max(1, min(cores - num_workers, cap))
+    how = f"auto: {how}, minus {num_workers} loader workers"
+    if cores - num_workers > cap:
+        how += f", at most torch's default {cap}"
+    return threads, how
 
 
 def set_threads(setting: int | str, *, num_workers: int) -> int:
     """Apply `train.threads` to torch and say what was chosen and why."""
     threads, why = choose_threads(setting, num_workers=num_workers)
-    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    log.info("threads: %d intra-op (%s; torch's default here was %d)", threads, why, before)
+    log.info("threads: %d intra-op (%s; torch's default here: %d)", threads, why, TORCH_DEFAULT)
     return threads
