@@ -133,7 +133,8 @@ def collect() -> list[Case]:
 CASES = collect()
 OTHER_REASONS = {"pip": "installs packages (network)", "tensorboard": "a server",
                  "scontrol": "SLURM only", "exit": "shell control flow", "rc=$?": "shell",
-                 "if": "shell control flow", "fi": "shell control flow"}
+                 "if": "shell control flow", "then": "shell control flow",
+                 "fi": "shell control flow"}
 
 
 def skip_other(tokens: tuple[str, ...]) -> None:
@@ -289,6 +290,13 @@ def test_doc_case(case, sandbox, capsys, request):
     for marker, reason in XFAIL.items():
         if case.kind == "yaml" and marker in case.payload:
             request.applymarker(pytest.mark.xfail(reason=reason, strict=False))
+    try:
+        check_case(case, sandbox, capsys)
+    except pytest.skip.Exception as e:  # say which doc line is skipped, for `pytest -rs`
+        pytest.skip(f"{case.where}: {e.msg}")
+
+
+def check_case(case: Case, sandbox: Path, capsys) -> None:
     if case.kind == "tubelet":
         check_tubelet(case.payload, capsys)
     elif case.kind == "console":
