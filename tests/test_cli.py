@@ -56,16 +56,75 @@ def test_config_prints_the_resolved_recipe(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_then_eval_reports_the_same_accuracy(tmp_path, tiny_data_root):
+def test_train_then_eval_a_file_a_run_dir_and_an_export_alike(tmp_path, tiny_data_root):
+    """The last epoch is evaluated although eval_interval does not divide it, and `eval` gives
+    the same accuracy from the checkpoint file, the run directory and a safetensors export."""
     run_tubelet("train", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}", "run.dir=r",
-                "train.epochs=1", cwd=tmp_path)
+                "train.epochs=2", "train.eval_interval=5", cwd=tmp_path)
     run_dir = tmp_path / "r"
     assert (run_dir / "config.yaml").is_file() and (run_dir / "log.txt").is_file()
     assert (run_dir / "checkpoints" / "best.pt").is_file()
-    last = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()][-1]
-    proc = run_tubelet("eval", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
-                       f"checkpoint={run_dir / 'checkpoints' / 'last.pt'}", cwd=tmp_path)
-    assert json.loads(proc.stdout)["val/acc1"] == last["val/acc1"]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [row for row in rows if "val/acc1" in row]
+    assert [row["epoch"] for row in evals] == [2]  # only the last epoch, 1-based
+    run_tubelet("export", str(run_dir), "w.safetensors", cwd=tmp_path)
+    for checkpoint in (run_dir / "checkpoints" / "last.pt", run_dir, tmp_path / "w.safetensors"):
+        proc = run_tubelet("eval", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
+                           f"checkpoint={checkpoint}", cwd=tmp_path)
+        assert json.loads(proc.stdout)["val/acc1"] == evals[-1]["val/acc1"], checkpoint
+
+
+def test_eval_without_a_checkpoint_gets_the_usage_line(tmp_path):
+    for args, command in (([], ""), (["eval"], "eval"), (["eval", str(QUICKSTART)], "eval"),
+                          (["export", "x"], "export"), (["data", "synth"], "data synth")):
+        proc = run_tubelet(*args, cwd=tmp_path, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert lines[0].startswith(f"usage: tubelet {command}".rstrip()), lines
+        assert lines[-1].startswith(f"tubelet {command}".rstrip() + ": error:"), lines
+    proc = run_tubelet("eval", str(QUICKSTART), cwd=tmp_path, check=False)
+    assert "checkpoint=PATH is required" in proc.stderr
+    proc = run_tubelet("eval", str(QUICKSTART), "checkpoint=nowhere.pt", cwd=tmp_path, check=False)
+    assert_user_error(proc, "checkpoint: 'nowhere.pt' not found")
+    (tmp_path / "run").mkdir()
+    proc = run_tubelet("eval", str(QUICKSTART), "checkpoint=run", cwd=tmp_path, check=False)
+    assert_user_error(proc, "checkpoint: run directory 'run' has no checkpoints/last.pt "
+                            "(did its training finish?)")
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "config", "export", "data synth",
+                                     "data check"])
+def test_command_help_shows_only_that_command(tmp_path, command):
+    proc = run_tubelet(*command.split(), "--help", cwd=tmp_path)
+    assert proc.stdout.startswith(f"usage: tubelet {command} [-h]")
+    others = {"train", "eval", "config", "export", "synth", "check"} - set(command.split())
+    assert not any(f"tubelet {other}" in proc.stdout for other in others), proc.stdout
+    if command == "data synth":  # every default is shown
+        for default in ("(default: 8)", "(default: 80)", "(default: 20)", "(default: 40)"):
+            assert default in proc.stdout
+
+
+def test_version_is_the_package_version(tmp_path):
+    import tomllib
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    proc = run_tubelet("--version", cwd=tmp_path)
+    assert proc.stdout.strip() == f"tubelet {version}"
+
+
+def test_data_synth_defaults_are_the_quickstarts():
+    import inspect
+
+    from tubelet.cli import _parser
+    from tubelet.config import load_config
+    from tubelet.data.datasets.synthetic import SyntheticActions
+    args = _parser().parse_args(["data", "synth", "x"])
+    node = load_config(QUICKSTART)["data"]["train"]
+    defaults = {k: p.default for k, p in inspect.signature(SyntheticActions).parameters.items()}
+    want = {k: node.get(k, defaults[k]) for k in ("num_classes", "num_train_per_class",
+                                                 "num_test_per_class", "size", "data_seed")}
+    assert want == {"num_classes": 8, "num_train_per_class": 80, "num_test_per_class": 20,
+                    "size": 40, "data_seed": 0}
+    assert {**vars(args), "data_seed": args.seed} == {**vars(args), **want}
 
 
 def test_data_synth_writes_the_hmdb51_layout(tmp_path):

@@ -27,6 +27,7 @@ from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import scaled_lr
 from tubelet.engine.evaluate import run_eval
+from tubelet.engine.threads import check_threads, set_threads
 from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, open_log_file, setup_text_log
 from tubelet.rundir import RunDir, resolve_run_dir
@@ -43,7 +44,8 @@ _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/fi
 TRAINER_RUNTIME = {"model", "task", "optimizer", "train_loader", "train_sampler", "val_loader",
                    "run_dir", "base_lr", "logger", "hooks", "resume", "extra_state", "device",
                    "warmup_epochs", "min_lr"}
-TRAIN_EXTRA = {"device", "tensorboard", "progress"}  # `train:` keys the builder itself consumes
+# `train:` keys the builder itself consumes
+TRAIN_EXTRA = {"device", "tensorboard", "progress", "threads"}
 SCHEDULE_KEYS = {"warmup_epochs", "min_lr"}  # the Trainer keywords fed by `schedule:`
 DATA_TRANSFORM_KEYS = ("transforms", "device_transforms")  # lists a data split node may hold
 SAMPLER_RUNTIME = ("num_samples", "seed", "rank", "world_size")  # what the builder passes
@@ -128,6 +130,7 @@ def validate_config(cfg: dict[str, Any], *, check_paths: bool = True,
         for k in SAMPLER_RUNTIME:
             if k in data_node:
                 raise ConfigError(f"data.dynamic_batch.{k}: set by tubelet, not by the recipe")
+    check_threads((cfg.get("train") or {}).get("threads", "auto"))
     return live
 
 
@@ -342,6 +345,7 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
 
     train_loader, sampler, val_loader = build_loaders(data, seed=seed, device=device,
                                                       run_dir=run_dir)
+    set_threads(train.pop("threads", "auto"), num_workers=data.num_workers)  # once data is sure
 
     model = wrap_model(build_model(cfg).to(device), dist_opts, device)
     task = build_at(cfg["task"], TASKS, key="task").to(device)
@@ -369,11 +373,15 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
 
 
 def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
-    """`tubelet eval`: load `checkpoint`'s model weights and evaluate on `data.val`."""
+    """`tubelet eval`: load `checkpoint`'s model weights and evaluate on `data.val`.
+    `checkpoint` is a checkpoint file, a run directory (its checkpoints/last.pt, as for
+    `model.pretrained` and `tubelet export`) or a `.safetensors` export."""
+    from tubelet.models.weights import read_state_dict, resolve_checkpoint
     dry_forward(cfg, validate_config(cfg, train_data=False))  # eval reads data.val only
-    path = cfg.get("checkpoint")
-    if not path or not Path(str(path)).is_file():
-        raise ConfigError(f"checkpoint: {path!r} not found (pass checkpoint=PATH)")
+    if cfg.get("checkpoint") is None:
+        raise ConfigError("checkpoint: required; pass checkpoint=PATH (a checkpoint file, a run "
+                          "directory or a .safetensors export)")
+    path = resolve_checkpoint(str(cfg["checkpoint"]), key="checkpoint")
     data = DataOptions(**cfg.get("data") or {})
     if not data.val:
         raise ConfigError("data.val: required for eval")
@@ -382,13 +390,18 @@ def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     setup_text_log(None, enabled=dist.is_main())
     seed_everything(int(cfg["seed"]))
     model = build_model(cfg, load_pretrained=False)  # the checkpoint holds all the weights
-    state = load_checkpoint(path, key="checkpoint")
-    reason = model_mismatch(state.get("model"), {k: v.shape for k, v in model.state_dict().items()})
+    if path.suffix == ".safetensors":  # an export holds the model's tensors only
+        weights = read_state_dict(path, key="checkpoint")
+    else:
+        weights = load_checkpoint(path, key="checkpoint").get("model")
+    reason = model_mismatch(weights, {k: v.shape for k, v in model.state_dict().items()})
     if reason is not None:
         raise ConfigError(f"checkpoint: {path}: {reason}")
-    model.load_state_dict(state["model"])
+    model.load_state_dict(weights)
+    log.info("eval: weights from %s", path)
     model = wrap_model(model.to(device), dist_opts, device)
     task = build_at(cfg["task"], TASKS, key="task")
     _, _, loader = build_loaders(data, seed=int(cfg["seed"]), device=device, train=False)
+    set_threads((cfg.get("train") or {}).get("threads", "auto"), num_workers=data.num_workers)
     with parallel.eval_view(model) as view:  # each rank its own share, metrics reduced
         return run_eval(view, task.to(device), loader, device=device)

@@ -23,46 +23,76 @@ EXIT_PREEMPTED = 75
 EXIT_INTERRUPTED = 130
 
 USAGE = """\
-tubelet train RECIPE.yaml [key.sub=value ...]     train (resume with resume=auto)
-tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint on data.val
-tubelet config RECIPE.yaml [key.sub=value ...]    print the resolved, validated recipe
-tubelet data synth DIR [--num-classes N ...]      write the synthetic action dataset
-tubelet export CHECKPOINT|RUN_DIR OUT.safetensors   model weights as safetensors
-tubelet data check RECIPE.yaml [key=value ...]    class counts, bad files, decode speed
+tubelet train RECIPE.yaml [key.sub=value ...]      train (resume with resume=auto)
+tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint file, run dir or
+                                                   .safetensors export on data.val
+tubelet config RECIPE.yaml [key.sub=value ...]     print the resolved, validated recipe
+tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
+tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
+tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, decode speed
+tubelet COMMAND --help                             one command's arguments and defaults
 
 exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
-            75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (requeue, resume=auto)
+            75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (requeue, resume=auto),
+            130 interrupted by Ctrl-C after saving a checkpoint (a second Ctrl-C: no save)
 """
 
 
+# What each command does, shown by `tubelet COMMAND --help` above its own arguments only.
+COMMANDS = {
+    "train": "Train from a recipe; overrides are dotted.key=value, the value read as YAML.",
+    "eval": "Evaluate on data.val and print the metrics as JSON. Needs checkpoint=PATH: a "
+            "checkpoint file, a run directory (its checkpoints/last.pt) or a .safetensors export.",
+    "config": "Print the resolved recipe after the same validation as train; exit 2 on an error.",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
+    from tubelet import __version__
     p = argparse.ArgumentParser(prog="tubelet", usage=USAGE)
-    sub = p.add_subparsers(dest="command", required=True)
-    for name in ("train", "eval", "config"):
-        s = sub.add_parser(name)
-        s.add_argument("recipe", type=Path)
-        s.add_argument("overrides", nargs="*", help="dotted.key=value, value read as YAML")
-    export = sub.add_parser("export", help="write a checkpoint's model weights as safetensors")
-    export.add_argument("checkpoint", type=Path, help="a checkpoint file or a run directory")
-    export.add_argument("out", type=Path)
-    data = sub.add_parser("data").add_subparsers(dest="data_command", required=True)
-    synth = data.add_parser("synth", help="write the synthetic action dataset (HMDB51 layout)")
-    synth.add_argument("root", type=Path)
-    synth.add_argument("--num-classes", type=int, default=8)
-    synth.add_argument("--num-train-per-class", type=int, default=40)
-    synth.add_argument("--num-test-per-class", type=int, default=10)
-    synth.add_argument("--size", type=int, default=40)
-    synth.add_argument("--seed", type=int, default=0)
+    p.add_argument("--version", action="version", version=f"tubelet {__version__}")
+    # prog: without it each command's usage line would repeat the whole USAGE block
+    sub = p.add_subparsers(dest="command", required=True, prog="tubelet", metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        s = sub.add_parser(name, help=text, description=text)
+        _recipe_arguments(s)
+    text = "Write a checkpoint's model weights as a .safetensors file."
+    export = sub.add_parser("export", help=text, description=text)
+    export.add_argument("checkpoint", type=Path, metavar="CHECKPOINT|RUN_DIR",
+                        help="a checkpoint file, or a run directory (its checkpoints/last.pt)")
+    export.add_argument("out", type=Path, metavar="OUT.safetensors", help="the file to write")
+    data = sub.add_parser("data", help="synth | check", description="Dataset tools.").add_subparsers(
+        dest="data_command", required=True, prog="tubelet data", metavar="synth|check")
+    text = ("Write the synthetic action dataset (real H.264 MP4s, HMDB51 layout); the defaults "
+            "are the quickstart's (configs/quickstart.yaml).")
+    synth = data.add_parser("synth", help=text, description=text)
+    synth.add_argument("root", type=Path, metavar="DIR",
+                       help="where to write it (one made with the same parameters is kept)")
     synth.add_argument("--layout", default=None, metavar="NAME",
                        help="write a seed dataset's real layout and container instead: hmdb51, "
                             "ucf101, kinetics, ssv2, gaze360 or ava-features (docs/datasets.md)")
-    check = data.add_parser("check", help="per-class counts, missing/corrupt files, decode speed")
-    check.add_argument("recipe", type=Path)
-    check.add_argument("overrides", nargs="*", help="dotted.key=value, value read as YAML")
-    check.add_argument("--items", type=int, default=16, help="items to time per split")
+    for flag, default, what in (("--num-classes", 8, "motion classes"),
+                                ("--num-train-per-class", 80, "train clips per class"),
+                                ("--num-test-per-class", 20, "test clips per class"),
+                                ("--size", 40, "frame height and width in pixels"),
+                                ("--seed", 0, "the generator's seed")):
+        synth.add_argument(flag, type=int, default=default, metavar="N",
+                           help=f"{what} (default: %(default)s)")
+    text = "Per-class counts, missing or corrupt files and decode speed of a recipe's data."
+    check = data.add_parser("check", help=text, description=text)
+    _recipe_arguments(check)
+    check.add_argument("--items", type=int, default=16, metavar="N",
+                       help="items to time per split (default: %(default)s)")
     check.add_argument("--verify", type=int, default=0, metavar="N",
-                       help="compare N seeded files' fast decode with a full sequential decode")
+                       help="compare N seeded files' fast decode with a full sequential decode "
+                            "(default: %(default)s)")
     return p
+
+
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", type=Path, metavar="RECIPE.yaml", help="the recipe")
+    parser.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value",
+                        help="overrides; the value is read as YAML (optimizer.lr=1e-3)")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -91,6 +121,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from tubelet.config import dump_config, load_config
     cfg = load_config(args.recipe, args.overrides)  # no torch yet: typos fail fast
+    if args.command == "eval" and cfg.get("checkpoint") is None:
+        _usage_error("eval", "checkpoint=PATH is required (a checkpoint file, a run directory "
+                     "or a .safetensors export)")
     checked = _check_early(cfg, train_data=args.command != "eval")
     if args.command == "config" and checked:
         sys.stdout.write(dump_config(cfg))
@@ -164,6 +197,11 @@ def _data_check(args: argparse.Namespace) -> int:
     if num_bad:
         raise ConfigError(f"data: {num_bad} missing or corrupt files (listed above)")
     return 0
+
+
+def _usage_error(command: str, message: str) -> None:
+    """Missing arguments: that command's usage line, then the error; exit 2 (as argparse)."""
+    _parser()._subparsers._group_actions[0].choices[command].error(message)
 
 
 def _rank_prefix(dist) -> str:  # noqa: ANN001 - the tubelet.distributed module

@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class RunLogger:
         self._jsonl = self._tb = None
         use_rich = sys.stderr.isatty() if progress is None else progress
         self._progress = _RichProgress() if (enabled and use_rich) else None
+        self._eta = _Eta()
 
     def start(self, *, total_steps: int, step: int) -> None:
         """Open the sinks at `step`. A resumed run first drops what a killed run logged after
@@ -71,6 +73,7 @@ class RunLogger:
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step or None)
+        self._eta.start(total_steps=total_steps, step=step)
         if self._progress:
             self._progress.start(total_steps=total_steps, step=step)
 
@@ -91,15 +94,26 @@ class RunLogger:
             self._jsonl.flush()
             os.fsync(self._jsonl.fileno())
 
-    def progress(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
-        """Console update at a log interval: the progress bar, or one plain line."""
+    def advance(self, *, step: int, epoch: int, epochs: int) -> None:
+        """Every step: move the bar to `step` (0-based `epoch`, shown 1-based). Host counters
+        only, no device sync; rich redraws from its own thread at 2 Hz, so this is cheap."""
+        if self._progress:
+            self._progress.advance(step=step, epoch=f"{epoch + 1}/{epochs}")
+
+    def progress(self, *, step: int, epoch: int, fields: dict[str, float],
+                 epochs: int | None = None) -> None:
+        """Console update at a log interval: the bar's loss/lr/timings, or one plain line with
+        the ETA. `epoch` is the 0-based counter; every display shows it 1-based."""
         if not self.enabled:
             return
         if self._progress:
             self._progress.update(step=step, epoch=epoch, fields=fields)
-        else:
-            text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
-            log.info("epoch %d step %d %s", epoch, step, text)
+            return
+        text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
+        share = _data_share(fields)
+        log.info("epoch %d%s step %d/%d %s%s eta %s", epoch + 1, f"/{epochs}" if epochs else "",
+                 step, self._eta.total_steps, text, f" (data {share})" if share else "",
+                 self._eta.remaining(step))
 
     def close(self) -> None:
         if self._progress:
@@ -112,6 +126,31 @@ class RunLogger:
 
 def _fmt(v: float) -> str:
     return f"{v:.3e}" if abs(v) < 1e-2 and v != 0 else f"{v:.4f}"
+
+
+def _data_share(fields: dict[str, float]) -> str:
+    """The share of a step spent waiting for the loader: high means the data is the bottleneck."""
+    if fields.get("step_time", 0) <= 0 or "data_time" not in fields:
+        return ""
+    return f"{min(1.0, fields['data_time'] / fields['step_time']):.0%}"
+
+
+class _Eta:
+    """Time left from the mean step time since this process started training (a resumed run
+    measures its own steps), as H:MM:SS."""
+
+    def __init__(self) -> None:
+        self.total_steps, self._step0, self._t0 = 0, 0, time.monotonic()
+
+    def start(self, *, total_steps: int, step: int) -> None:
+        self.total_steps, self._step0, self._t0 = total_steps, step, time.monotonic()
+
+    def remaining(self, step: int) -> str:
+        done = step - self._step0
+        if done <= 0:
+            return "-:--:--"
+        seconds = round((self.total_steps - step) * (time.monotonic() - self._t0) / done)
+        return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 class _ConsoleHandler(logging.Handler):
@@ -127,18 +166,27 @@ class _ConsoleHandler(logging.Handler):
 
 
 class _RichProgress:
-    """One bar for the whole run: epoch, steps, elapsed, ETA, then loss, lr and timings."""
+    """One bar for the whole run: epoch, steps, elapsed, ETA, then loss, lr, step time and the
+    share of it spent waiting for data. The step counter moves every step (`advance`); loss and
+    lr change at log intervals (`update`), the only moments the Trainer reads the device."""
 
-    FIELDS = {"loss": "loss", "lr": "lr", "step_time": "s/step", "data_time": "data"}
+    # (field, format): short enough that an 80-column terminal keeps the counts and the ETA
+    FIELDS = (("loss", "loss {:.4g}"), ("lr", "lr {:.2e}"))
 
     def __init__(self) -> None:
         from rich.console import Console
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                    TimeElapsedColumn, TimeRemainingColumn)
-        self._bar = Progress(TextColumn("ep {task.fields[epoch]}"), BarColumn(bar_width=24),
+        from rich.table import Column
+        # The loss/lr text takes the space left and is cut first, so a narrow terminal keeps
+        # the epoch, the counts and the ETA. The speed is over the last 5 min (at most 1000
+        # steps, rich's window): steady, and two samples even when a step takes over 30 s.
+        text = TextColumn("{task.fields[text]}",
+                          table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1))
+        self._bar = Progress(TextColumn("ep {task.fields[epoch]}"), BarColumn(bar_width=10),
                              MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                             TimeRemainingColumn(), TextColumn("{task.fields[text]}"),
-                             console=Console(stderr=True), refresh_per_second=2)
+                             TimeRemainingColumn(), text, console=Console(stderr=True),
+                             refresh_per_second=2, speed_estimate_period=300, expand=True)
         self._task = None
         self._handler = _ConsoleHandler(self._bar.console)
         self._moved: list[logging.Handler] = []
@@ -154,9 +202,16 @@ class _RichProgress:
         self._task = self._bar.add_task("train", total=total_steps, completed=step, epoch="",
                                         text="")
 
+    def advance(self, *, step: int, epoch: str) -> None:
+        self._bar.update(self._task, completed=step, epoch=epoch)
+
     def update(self, *, step: int, epoch: int, fields: dict[str, float]) -> None:
-        text = " ".join(f"{name} {_fmt(fields[k])}" for k, name in self.FIELDS.items() if k in fields)
-        self._bar.update(self._task, completed=step, epoch=epoch + 1, text=text)  # 1-based
+        text = [form.format(fields[k]) for k, form in self.FIELDS if k in fields]
+        if share := _data_share(fields):
+            text.append(f"data {share}")
+        if "step_time" in fields:
+            text.append(f"{fields['step_time']:.3g} s/step")
+        self._bar.update(self._task, completed=step, text=" ".join(text))
 
     def stop(self) -> None:
         self._bar.stop()

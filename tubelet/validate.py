@@ -89,7 +89,8 @@ PATHS = {"annotations": "file", "labels": "file", "classes_from": "file", "datas
 # The synthetic dataset writes its root on first use: a missing one is fine, a file is not.
 MAY_BE_MISSING = {"dataset.synthetic_actions.root"}
 # Types of the `train:` keys the builder consumes itself (no signature carries them).
-TRAIN_EXTRA_TYPES = {"device": "str", "tensorboard": "bool", "progress": "bool | None"}
+TRAIN_EXTRA_TYPES = {"device": "str", "tensorboard": "bool", "progress": "bool | None",
+                     "threads": "int | str"}
 
 
 def _lookup(table: dict[str, Any], kind: str, type_name: str | None, name: str) -> Any:

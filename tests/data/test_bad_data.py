@@ -53,9 +53,11 @@ def clean_root(tmp_path_factory) -> Path:
 
 
 def train(root: Path, run_dir: Path, *extra: str) -> int:
+    # threads pinned: runs with different num_workers are compared bit for bit, and
+    # `threads: auto` would give each worker count its own thread count (float rounding)
     return main(["train", str(DEBUG_RECIPE), f"data.train.root={root}", f"run.dir={run_dir}",
                  f"data.train.num_train_per_class={PER_CLASS}", "train.epochs=1",
-                 "train.checkpoint_interval=0", *extra])
+                 "train.checkpoint_interval=0", "train.threads=1", *extra])
 
 
 def test_five_percent_bad_completes_with_exact_count_and_same_substitutes(clean_root, tmp_path):

@@ -17,8 +17,10 @@ STEPS = 18  # debug recipe: 24 train clips / batch 4 = 6 steps x 3 epochs
 
 
 def args(root: Path, run_dir: str, *extra: str) -> list[str]:
+    # threads pinned: the thread count is part of the float arithmetic, and `auto` gives each
+    # data.num_workers its own count; these runs compare worker counts against one reference
     return ["train", str(DEBUG_RECIPE), f"data.train.root={root}", f"run.dir={run_dir}",
-            "train.checkpoint_interval=1", *extra]
+            "train.checkpoint_interval=1", "train.threads=1", *extra]
 
 
 @pytest.fixture(scope="module")

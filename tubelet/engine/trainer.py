@@ -92,6 +92,12 @@ class Trainer:
         self.steps_per_epoch = self.micro[0] // accum_steps if epochs else 0
         self.total_steps = sum(self.micro) // accum_steps
         warmup_steps = round(warmup_epochs * self.total_steps / max(epochs, 1))
+        if warmup_steps >= self.total_steps > 0:  # warn: shortened smoke runs are legitimate
+            log.warning("schedule.warmup_epochs: %g epochs (%d steps) is not shorter than the run "
+                        "(%d epochs, %d steps); the lr stops at %.3g, %.0f%% of its peak %.3g",
+                        warmup_epochs, warmup_steps, epochs, self.total_steps,
+                        base_lr * max(self.total_steps - 1, 0) / warmup_steps,
+                        100 * max(self.total_steps - 1, 0) / warmup_steps, base_lr)
         self.lr_kwargs = dict(base_lr=base_lr, total_steps=self.total_steps, min_lr=min_lr,
                               warmup_steps=warmup_steps)
         # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
@@ -105,6 +111,7 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         self.resume_from_checkpoint()
         self.logger.start(total_steps=self.total_steps, step=self.step)
+        self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)
         try:  # the progress bar is closed on every way out: done, preempted, error, Ctrl-C
             return self._fit()
         finally:
@@ -129,16 +136,20 @@ class Trainer:
                         continue
                     for hook in self.hooks:
                         hook.after_step(self)
+                    self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)
                     if self.step % self.log_interval == 0:
                         self.log_train()
                     if (self.checkpoint_interval and self.step % self.checkpoint_interval == 0
                             and self.batch_in_epoch < self.micro[self.epoch]):
                         self.save_checkpoint()
+                        self._meters.tick()  # the save is neither data wait nor a step's time
                     if self.guard.stop_requested:  # all ranks agreed on it, at this same step
                         self.preempt()
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 is_best = False
-                if self.val_loader is not None and self.epoch % self.eval_interval == 0:
+                # the last epoch is always evaluated, so a run never ends without metrics
+                last = self.epoch == self.epochs
+                if self.val_loader is not None and (self.epoch % self.eval_interval == 0 or last):
                     self.metrics = self.evaluate()
                     self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
                     is_best = self.update_best(self.metrics)
@@ -207,7 +218,7 @@ class Trainer:
             with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
                 metrics = run_eval(model, self.task, self.val_loader, device=self.device,
                                    amp_dtype=self.amp_dtype, should_stop=self.guard.poll_stop)
-            log.info("eval epoch %d step %d: %s", self.epoch, self.step,
+            log.info("eval epoch %d/%d step %d: %s", self.epoch, self.epochs, self.step,
                      " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             for hook in self.hooks:  # the EMA hook's eval polls the same way
                 hook.after_eval(self, metrics)
@@ -233,7 +244,7 @@ class Trainer:
         progress = round(self.epoch + self.batch_in_epoch / self.micro[self.epoch], 4)
         self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
                         epoch=progress)
-        self.logger.progress(step=self.step, epoch=self.epoch, fields=fields)
+        self.logger.progress(step=self.step, epoch=self.epoch, fields=fields, epochs=self.epochs)
 
     def update_best(self, metrics: dict[str, float]) -> bool:
         if self.best_metric not in metrics:
