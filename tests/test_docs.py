@@ -150,7 +150,9 @@ def sandbox(tmp_path, monkeypatch):
     for case in CASES:
         if case.kind == "python":
             path = module_path(case.payload)
-            if path:
+            # a file shown inside the package (CONTRIBUTING's new dataset) would shadow the
+            # real `tubelet` for every command run from the sandbox: compiled only
+            if path and not path.startswith("tubelet/"):
                 (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
                 for parent in (tmp_path / path).parents:
                     if parent == tmp_path:
@@ -187,6 +189,9 @@ def check_tubelet(argv: tuple[str, ...], capsys) -> None:
         recipe_at = 2 if args[0] == "data" else 1
         args = ["config", *args[recipe_at:]]
     code, out, err = run_cli(args, capsys)
+    if code == 2 and re.match(r"error: data\.\S+: no such (file|directory)", err.strip()):
+        # a paper recipe: everything up to its dataset's files, which are not shipped, checked
+        pytest.skip(f"validated up to the dataset, not shipped here: {err.strip()}")
     assert code == 0, f"tubelet {' '.join(args)} exited {code}: {err.strip()[-500:]}"
     if args[0] == "config":
         assert yaml.safe_load(out)["model"], out  # the resolved recipe was printed

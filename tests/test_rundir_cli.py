@@ -150,7 +150,8 @@ def test_the_docs_base_example_runs_beside_its_base_without_touching_it(tmp_path
     configs.mkdir()
     shutil.copy(REPO / "configs" / "quickstart.yaml", configs / "quickstart.yaml")
     (configs / "mine.yaml").write_text(block)
-    small = [f"data.train.root={tmp_path / 'synth'}", "data.train.num_train_per_class=2",
+    small = [f"data.train.root={tmp_path / 'synth'}", "data.train.generate=true",
+             "data.train.num_train_per_class=2",
              "data.train.num_test_per_class=1", "train.epochs=1", "data.num_workers=0",
              "train.tensorboard=false"]
     run_tubelet("train", str(configs / "quickstart.yaml"), *small, cwd=tmp_path, timeout=300)

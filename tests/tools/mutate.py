@@ -91,6 +91,9 @@ JUSTIFIED = (
      "deleted or set to null is refused)"),
     (r"^(negative|huge|wrong_type) \S*transforms\.\d+\.(mean|std)\.\d+: \S+ -> [-\d.e+]+$",
      "normalize: any finite mean and any positive std are a valid normalization"),
+    (r"^wrong_type \S+: [-\d.e+]+ -> (7|3\.5)$",
+     "a number replaced by another in-range number (7, or 3.5 where a float is allowed): still "
+     "a valid value, e.g. optimizer.lr: 7; the type and range checks still apply"),
     (r"^wrong_type \S*model\.in_features: \d+ -> \d+$",
      "a feature width is known only from the data file: the first step reports it"),
 )
