@@ -71,6 +71,24 @@ def assert_states_equal(a: dict, b: dict) -> None:
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[name][k])), (name, k)
 
 
+def assert_every_tensor_equal(a, b, where: str = "") -> None:
+    """torch.equal on every tensor of two nested checkpoint dicts (RNG, meters, hooks too), ==
+    on everything else; the recipe record and its hash are skipped: runs compared differ in
+    run.dir and resume."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a.keys() - {"config_hash", "recipe"}:
+            assert_every_tensor_equal(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_every_tensor_equal(x, y, f"{where}[{i}]")
+    elif torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    else:
+        assert a == b, where
+
+
 def losses_and_metrics(run_dir: Path) -> list[dict]:
     """metrics.jsonl without the wall-clock fields."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tubelet.engine.checkpoint import load_checkpoint
-from conftest import assert_states_equal  # noqa: F401  (re-exported for the tests here)
+from conftest import assert_every_tensor_equal, assert_states_equal  # noqa: F401  (re-exported)
 
 HERE = Path(__file__).resolve().parent
 DDP_RECIPE = HERE.parents[1] / "configs" / "debug" / "ddp_tiny.yaml"

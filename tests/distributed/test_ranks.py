@@ -17,29 +17,13 @@ import torch
 from tubelet.build import build_trainer
 from tubelet.config import load_config
 
-from .conftest import (DDP_RECIPE, assert_states_equal, ckpt, cli_cmd, env, max_param_diff,
-                       run, torchrun_cmd, train_args, worker_pids)
+from .conftest import (DDP_RECIPE, assert_every_tensor_equal, assert_states_equal, ckpt,
+                       cli_cmd, env, max_param_diff, run, torchrun_cmd, train_args, worker_pids)
 
 pytestmark = pytest.mark.slow
 MAE_RECIPE = DDP_RECIPE.parent / "mae_pretrain_tiny.yaml"
 EXIT_USER_ERROR, EXIT_PREEMPTED = 2, 75
 
-
-def assert_every_tensor_equal(a, b, where: str = "") -> None:
-    """torch.equal on every tensor of two nested checkpoint dicts, == on everything else
-    (but the recipe's hash: the runs compared differ in run.dir and resume)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a.keys() - {"config_hash", "recipe"}:
-            assert_every_tensor_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_every_tensor_equal(x, y, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 def mae_args(root: Path, run_dir: Path | str, record: Path, *extra: str) -> list[str]:

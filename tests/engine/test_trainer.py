@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from conftest import DEBUG_RECIPE
+from conftest import DEBUG_RECIPE, assert_every_tensor_equal
 from tubelet.build import build_trainer
 from tubelet.config import load_config
 from tubelet.registry import ConfigError
@@ -116,20 +116,6 @@ def test_lr_follows_warmup_and_cosine_per_step(tmp_path, tiny_data_root):
 
 
 # ---------------------------------------------------------------- stop signals and Ctrl-C
-def every_tensor_equal(a, b, where=""):
-    """torch.equal on every tensor of two nested checkpoints (RNG, meters, hooks too)."""
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for k in a.keys() - {"config_hash", "recipe"}:
-            every_tensor_equal(a[k], b[k], f"{where}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            every_tensor_equal(x, y, f"{where}[{i}]")
-    elif torch.is_tensor(a):
-        assert torch.equal(a, b), where
-    else:
-        assert a == b, where
 
 
 class ClosingLogger:
@@ -243,8 +229,10 @@ def test_ctrl_c_mid_epoch_saves_that_step_and_resume_equals_uninterrupted(tmp_pa
     resumed = tubelet_popen(args("run"), tmp_path)
     _, stderr = resumed.communicate(timeout=240)
     assert resumed.returncode == 0 and f"step {step}" in stderr, stderr[-3000:]
-    every_tensor_equal(torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True),
-                       torch.load(tmp_path / "ref" / "checkpoints" / "last.pt", weights_only=True))
+    assert_every_tensor_equal(torch.load(tmp_path / "run" / "checkpoints" / "last.pt",
+                                         weights_only=True),
+                              torch.load(tmp_path / "ref" / "checkpoints" / "last.pt",
+                                         weights_only=True))
     print(f"Ctrl-C at step {step}: exit 130, resumed, every tensor equal to the uninterrupted run")
 
 
