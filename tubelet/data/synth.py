@@ -200,10 +200,16 @@ def ensure_synthetic_dataset(root: str | os.PathLike, *, num_classes: int = 8,
         except FileExistsError:
             if not marker.exists():  # not a concurrent writer: a foreign directory is in the way
                 raise
-    wanted, found = _parameters(**kwargs), json.loads(marker.read_text())
+    check_parameters(root, wanted=_parameters(**kwargs))
+    return root
+
+
+def check_parameters(root: Path, *, wanted: dict) -> None:
+    """ConfigError unless the dataset at `root` was written with the parameters `wanted`
+    (its synth.json), naming each one that differs."""
+    found = json.loads((root / "synth.json").read_text())
     if found != wanted:
         diff = {k: (found.get(k), wanted.get(k)) for k in sorted(wanted.keys() | found.keys())
                 if found.get(k) != wanted.get(k)}
         raise ConfigError(f"synthetic dataset at {str(root)!r} was made with other parameters "
                           f"{{key: (found, wanted)}} {diff}; delete it or choose another root")
-    return root

@@ -33,7 +33,7 @@ from typing import Callable
 import av
 import numpy as np
 
-from tubelet.data.synth import motion_classes, render_video, write_mp4
+from tubelet.data.synth import check_parameters, motion_classes, render_video, write_mp4
 from tubelet.registry import ConfigError, did_you_mean
 
 LAYOUT_VERSION = 1  # bump when the generated files change
@@ -287,10 +287,5 @@ def ensure_layout(root: str | os.PathLike, *, layout: str, num_classes: int = 4,
                 raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    found = json.loads(marker.read_text())
-    if found != params:
-        diff = {k: (found.get(k), params.get(k)) for k in sorted(params.keys() | found.keys())
-                if found.get(k) != params.get(k)}
-        raise ConfigError(f"synth: {str(root)!r} was made with other parameters "
-                          f"{{key: (found, wanted)}} {diff}; delete it or choose another root")
+    check_parameters(root, wanted=params)
     return root
