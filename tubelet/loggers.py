@@ -88,6 +88,12 @@ class RunLogger:
                 if isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, step)
 
+    def log_image(self, tag: str, image: Any, *, step: int) -> None:
+        """One picture (an HxWx3 uint8 array: a confusion matrix, MAE reconstructions) to every
+        sink that shows pictures. The PNG in the run dir is the caller's; this only mirrors it."""
+        if self._tb is not None:
+            self._tb.add_image(tag, image, step, dataformats="HWC")
+
     def sync(self) -> None:
         """Make the rows written so far durable (called when a checkpoint is saved)."""
         if self._jsonl is not None:
