@@ -186,7 +186,8 @@ def check_experiment(stages: list[Stage], *, check_paths: bool = True) -> None:
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
         earlier = {s.run_dir.absolute(): s.name for s in stages[:i]}
-        later = {s.run_dir.absolute(): s.name for s in stages[i:]}
+        later = {s.run_dir.absolute(): s.name for s in stages[i:]
+                 if s.run_dir.absolute() not in earlier}
         cfg = dict(stage.cfg, model=dict(stage.cfg["model"]))
         for key in OUTPUT_KEYS:
             section, _, sub = key.rpartition(".")
@@ -348,10 +349,11 @@ def _run_stage(stage: Stage, forwarder: "_Forwarder") -> int:
         out, _ = proc.communicate()
     finally:
         forwarder.child = None
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode  # as a shell says
     if capture:
         sys.stdout.write(out)
         sys.stdout.flush()
-        if proc.returncode == 0 and not stage.result_file.is_file() and _is_rank0():
+        if code == 0 and not stage.result_file.is_file() and _is_rank0():
             try:
                 metrics = json.loads(out)
             except ValueError:
@@ -359,7 +361,7 @@ def _run_stage(stage: Stage, forwarder: "_Forwarder") -> int:
             if isinstance(metrics, dict):
                 stage.run_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(stage.result_file, (json.dumps(metrics, indent=2) + "\n").encode())
-    return proc.returncode
+    return code
 
 
 def _die_with_parent() -> None:
