@@ -408,8 +408,10 @@ def _is_rank0() -> bool:
 
 
 class Report:
-    """experiment.json, rewritten atomically at every change of a stage. Wall time adds up over
-    the runs of `tubelet run` (read back from the previous file); nothing else is read back."""
+    """experiment.json, rewritten atomically at every change of a stage. A stage's wall time
+    adds up over the runs of `tubelet run` that saw it end (a runner killed mid-stage cannot
+    record its share), and a skipped stage keeps its exit code: both are read back from the
+    previous file, which decides nothing."""
 
     def __init__(self, path: Path, *, experiment: str, stages: list[Stage], enabled: bool) -> None:
         self.path, self.enabled = path, enabled
@@ -423,7 +425,8 @@ class Report:
         for s in stages:
             self.data["stages"].append({
                 "name": s.name, "command": s.command, "recipe": str(s.recipe),
-                "run_dir": str(s.run_dir), "status": "pending", "exit_code": None,
+                "run_dir": str(s.run_dir), "status": "pending",
+                "exit_code": (previous.get(s.name) or {}).get("exit_code"),
                 "wall_s": float((previous.get(s.name) or {}).get("wall_s") or 0.0),
                 "metrics": {}, "argv": ["tubelet", *s.argv[3:]]})
 
