@@ -24,6 +24,7 @@ from tubelet.data.dynamic_batch import DynamicBatchSampler, check_dynamic_datase
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
 from tubelet.engine import parallel, streams
 from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
+from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import scaled_lr
 from tubelet.engine.evaluate import run_eval
@@ -188,6 +189,7 @@ def schema(imports: list[str] | None = None) -> dict[str, Any]:
                 "schedule": {"params": {k: trainer[k] for k in SCHEDULE_KEYS}, "kwargs": False},
                 "distributed": describe(DistributedOptions),
                 "dynamic_batch": describe(DynamicBatchSampler, runtime=SAMPLER_RUNTIME),
+                "early_stop": describe(EarlyStopping, runtime=("metric", "mode")),
                 "mixup": describe(Mixup, runtime=("num_classes", "label_smoothing"))}
     return {"version": SCHEMA_VERSION, "registries": registries, "sections": sections}
 

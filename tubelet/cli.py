@@ -28,6 +28,8 @@ tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint file, r
                                                    .safetensors export on data.val
 tubelet config RECIPE.yaml [key.sub=value ...]     print the resolved, validated recipe
 tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
+tubelet run EXPERIMENT.yaml [key=value ...]        linked stages (pretrain -> finetune -> test),
+                                                   resumable; docs/experiments.md
 tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
 tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, decode speed
 tubelet COMMAND --help                             one command's arguments and defaults
@@ -61,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", type=Path, metavar="CHECKPOINT|RUN_DIR",
                         help="a checkpoint file, or a run directory (its checkpoints/last.pt)")
     export.add_argument("out", type=Path, metavar="OUT.safetensors", help="the file to write")
+    text = ("Run an experiment's stages in order (each a recipe, overrides and a command), "
+            "skipping finished ones and resuming the interrupted one; writes experiment.json.")
+    run = sub.add_parser("run", help=text, description=text)
+    run.add_argument("experiment", type=Path, metavar="EXPERIMENT.yaml", help="the experiment")
+    run.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                     help="dir=PATH, stages.NAME.key.sub=value (one stage), key.sub=value "
+                          "(every stage's recipe)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="validate every stage and print the plan; run nothing")
     data = sub.add_parser("data", help="synth | check", description="Dataset tools.").add_subparsers(
         dest="data_command", required=True, prog="tubelet data", metavar="synth|check")
     text = ("Write the synthetic action dataset (real H.264 MP4s, HMDB51 layout); the defaults "
@@ -100,6 +111,10 @@ def _run(args: argparse.Namespace) -> int:
         from tubelet.models.weights import export_safetensors
         print(f"wrote {export_safetensors(args.checkpoint, args.out)}")
         return 0
+    if args.command == "run":  # each stage is one of the commands here, run as a child
+        from tubelet.experiment import run_experiment
+        return run_experiment(args.experiment, args.overrides, dry_run=args.dry_run,
+                              commands=tuple(c for c in COMMANDS if c != "config"))
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)
     if args.command == "data" and args.layout is not None:

@@ -109,7 +109,10 @@ def _restart_store(timeout: datetime.timedelta) -> dist.Store | None:
         return None
     store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), is_master=False,
                           timeout=timeout)
-    return dist.PrefixStore(f"tubelet/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    # `tubelet run` starts its stages one after another under the same agent: one scope each
+    stage = f"/stage_{env['TUBELET_STAGE']}" if env.get("TUBELET_STAGE") else ""
+    return dist.PrefixStore(f"tubelet/attempt_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}{stage}",
+                            store)
 
 
 def shutdown() -> None:

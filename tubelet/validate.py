@@ -36,7 +36,7 @@ RUNTIME = {"dataset": ("transform", "to_float"), "head": ("in_features",),
 NODES = {("model", "backbone"): "model", ("model", "head"): "head", ("model", "neck"): "neck",
          ("dataset", "datasets"): "dataset[]", ("dataset", "dataset"): "dataset",
          ("task", "mixup"): "@mixup", ("data", "train"): "split", ("data", "val"): "split",
-         ("data", "dynamic_batch"): "@dynamic_batch"}
+         ("data", "dynamic_batch"): "@dynamic_batch", ("train", "early_stop"): "@early_stop"}
 
 # Ranges and choices by parameter name; "kind.name" and "kind.type.name" are more specific.
 # DESIGN.md's standard names make a name mean one thing across parts, which this relies on.
@@ -74,7 +74,8 @@ RANGES: dict[str, Range | OneOf] = {
     # sections
     "epochs": _POS, "accum_steps": _POS, "clip_grad": Gt(0), "amp": OneOf(("none", "bf16", "fp16")),
     "eval_interval": _POS, "checkpoint_interval": _NONNEG, "keep_last": _POS,
-    "log_interval": _POS, "best_mode": OneOf(("max", "min")),
+    "log_interval": _POS, "best_mode": OneOf(("max", "min")), "patience": _NONNEG,
+    "min_delta": _NONNEG,
     "nan_guard": OneOf(("stop", "skip", "off")), "nan_skip_limit": _POS,
     "warmup_epochs": _NONNEG, "min_lr": _NONNEG, "batch_size": _POS, "val_batch_size": _POS,
     "num_workers": _NONNEG, "prefetch_factor": _POS, "max_bad_fraction": _UNIT,

@@ -56,6 +56,8 @@ def check_cross(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                          dynamic=split == "train" and data.get("dynamic_batch") is not None)
     _check_optimizer(cfg["optimizer"], model, inp)
     _check_best_metric(cfg.get("train") or {}, task, cfg["task"]["type"])
+    if (cfg.get("train") or {}).get("early_stop") is not None and not data.get("val"):
+        raise ConfigError("train.early_stop: needs data.val to evaluate train.best_metric")
 
 
 def input_shape(cfg: dict[str, Any], schema: dict[str, Any]) -> tuple[int, ...] | None:

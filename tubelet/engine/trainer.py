@@ -18,6 +18,7 @@ from tubelet.engine import amp as amp_scaling, parallel, streams
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
                                        model_mismatch, rng_state, save_checkpoint,
                                        set_aside_all, set_rng_state)
+from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.evaluate import EvalAbandoned, run_eval, to_device
@@ -42,7 +43,7 @@ class Trainer:
                  amp: str = "none", eval_interval: int = 1, checkpoint_interval: int = 0,
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
-                 fp16_init_scale: float = 2.0 ** 16,
+                 fp16_init_scale: float = 2.0 ** 16, early_stop: dict | None = None,
                  extra_state: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
@@ -68,6 +69,11 @@ class Trainer:
         self.keep_last, self.log_interval = keep_last, log_interval
         self.best_metric, self.best_mode = best_metric, best_mode
         self.extra_state = extra_state or {}
+        if early_stop is not None and val_loader is None:
+            raise ConfigError("train.early_stop: needs data.val to evaluate train.best_metric")
+        # a hook the Trainer holds itself: it decides after every hook's metrics (engine/early_stop.py)
+        self.early_stop = None if early_stop is None else EarlyStopping(
+            **early_stop, metric=best_metric, mode=best_mode)
         self.amp_dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(device.type, init_scale=fp16_init_scale,
                                            enabled=amp == "fp16")
@@ -122,7 +128,7 @@ class Trainer:
             hook.before_train(self)
         # SIGTERM/SIGUSR1/SIGINT now mean "save at the end of this step (or eval batch) and exit"
         with self.guard.signals:
-            while self.epoch < self.epochs:
+            while self.epoch < self.epochs and not self.stopped_early:
                 self.model.train()
                 # a resumed epoch starts at the first batch the killed run had not trained on
                 self.train_sampler.set_epoch(self.epoch, batches_done=self.batch_in_epoch)
@@ -153,6 +159,8 @@ class Trainer:
                     self.metrics = self.evaluate()
                     self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
                     is_best = self.update_best(self.metrics)
+                    if self.early_stop is not None:  # agreed across ranks, saved just below
+                        self.early_stop.after_eval(self, self.metrics)
                 self.save_checkpoint(is_best=is_best)
         for hook in self.hooks:
             hook.after_train(self)
@@ -256,6 +264,10 @@ class Trainer:
             self.best = value
         return better
 
+    @property
+    def stopped_early(self) -> bool:
+        return self.early_stop is not None and self.early_stop.stopped
+
     def preempt(self) -> None:
         """Save one checkpoint at this step (every rank is here, at the same step) and leave:
         exit 130 when any rank got Ctrl-C, else 75 (see guard.py)."""
@@ -286,7 +298,8 @@ class Trainer:
                         "batches": self.train_sampler.describe(),
                         "batch_plan": self.train_sampler.plan, "accum_steps": self.accum_steps,
                         "steps_per_epoch": self.steps_per_epoch,
-                        "overflow_steps": self.overflow_steps},
+                        "overflow_steps": self.overflow_steps,
+                        "early_stop": self.early_stop and self.early_stop.state_dict()},
             "rng": rngs[0],
             "rng_per_rank": rngs,
             "meters": meters[0],
@@ -305,6 +318,8 @@ class Trainer:
         # the sample counter is global, so it carries over to another world size
         self.batch_in_epoch = self.train_sampler.batches_before(self.epoch, t["samples_in_epoch"])
         self.best = t["best"]
+        if self.early_stop is not None and t.get("early_stop"):  # else: counting starts now
+            self.early_stop.load_state_dict(t["early_stop"])
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
             hook.load_state_dict(hook_state)
         # each rank its own global random stream; what a world-size change does: streams.py
