@@ -43,7 +43,7 @@ class Trainer:
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
                  fp16_init_scale: float = 2.0 ** 16,
-                 extra_state: dict[str, Any] | None = None) -> None:
+                 extra_state: dict[str, Any] | None = None, tester: Any = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
         if amp == "fp16" and device.type != "cuda":  # torch's GradScaler runs on CPU too
@@ -68,6 +68,7 @@ class Trainer:
         self.keep_last, self.log_interval = keep_last, log_interval
         self.best_metric, self.best_mode = best_metric, best_mode
         self.extra_state = extra_state or {}
+        self.tester = tester  # engine.testing.TestStage: the final test on data.test, or None
         self.amp_dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(device.type, init_scale=fp16_init_scale,
                                            enabled=amp == "fp16")
@@ -154,6 +155,8 @@ class Trainer:
                     self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
                     is_best = self.update_best(self.metrics)
                 self.save_checkpoint(is_best=is_best)
+            if self.tester is not None:  # after the last checkpoint; once (engine/testing.py)
+                self.metrics = {**self.metrics, **self.tester.after_fit(self)}
         for hook in self.hooks:
             hook.after_train(self)
         return self.metrics
