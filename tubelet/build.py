@@ -432,5 +432,5 @@ def build_test_stage(data: DataOptions, *, task: Any, seed: int, device: torch.d
     loader, dataset = build_eval_loader(data, split="test", seed=seed, device=device,
                                         run_dir=run_dir)
     return TestStage(loader=loader, dataset=dataset, task=task, run_dir=run_dir, device=device,
-                     checkpoint=checkpoint, amp_dtype=AMP_DTYPES.get(amp))
+                     checkpoint=checkpoint, amp_dtype=AMP_DTYPES.get(amp), spec=data.test)
 

@@ -56,13 +56,17 @@ class TestStage:
 
     def __init__(self, *, loader: DataLoader, dataset: Any, task: Task, run_dir: str | Path,
                  device: torch.device, checkpoint: str = "last",
-                 amp_dtype: torch.dtype | None = None) -> None:
+                 amp_dtype: torch.dtype | None = None, spec: Any = None) -> None:
         if checkpoint not in TEST_CHECKPOINTS:
             raise ConfigError(f"train.test_checkpoint: unknown {checkpoint!r}; choose one of "
                               f"{list(TEST_CHECKPOINTS)}")
         self.loader, self.dataset, self.task = loader, dataset, task
         self.run_dir, self.device, self.checkpoint = Path(run_dir), device, checkpoint
         self.amp_dtype = amp_dtype
+        # what was asked (the data.test node, the checkpoint choice): another test of the same
+        # checkpoint is not the one recorded
+        text = json.dumps([spec, checkpoint], sort_keys=True, default=str)
+        self.spec_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ after fit
     def after_fit(self, trainer: Any) -> dict[str, float]:
@@ -101,9 +105,11 @@ class TestStage:
                 parallel.unwrap(model).load_state_dict(backup)
 
     def tested(self, digest: str | None) -> bool:
-        """Rank 0: whether test_results.json records a test of the checkpoint with `digest`."""
+        """Rank 0: whether test_results.json records this test of the checkpoint with `digest`."""
         try:
-            return json.loads((self.run_dir / RESULTS).read_text()).get("checkpoint_sha256") == digest
+            record = json.loads((self.run_dir / RESULTS).read_text())
+            return (record.get("checkpoint_sha256"), record.get("test_spec")) == \
+                (digest, self.spec_hash)
         except (OSError, ValueError, AttributeError):
             return False
 
@@ -150,7 +156,8 @@ class TestStage:
         then the metrics row and the confusion picture for the trackers."""
         record: dict[str, Any] = {"step": step, "epoch": epoch, "metrics": metrics,
                                   "checkpoint": _shown(checkpoint, self.run_dir),
-                                  "checkpoint_step": checkpoint_step, "checkpoint_sha256": digest}
+                                  "checkpoint_step": checkpoint_step, "checkpoint_sha256": digest,
+                                  "test_spec": self.spec_hash}
         image = None
         if results is not None:
             classes = None
