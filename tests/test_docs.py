@@ -2,7 +2,7 @@
 and docs/*.md that is cheap enough is run, one test case each (`pytest -rs` lists what is
 skipped and why).
 
-- `tubelet config|--help|--version` commands run as written; `tubelet train|eval|data check`
+- `tubelet config|--help|--version` commands run as written; `tubelet train|eval|test|data check`
   commands run as `tubelet config` with the same recipe and overrides (the recipe and every
   override are validated; the training itself is too long for a test). Overrides that name the
   output of an earlier documented run (`runs/...`) are dropped, and the case says so.
@@ -185,7 +185,7 @@ def check_tubelet(argv: tuple[str, ...], capsys) -> None:
         pytest.skip("export needs a trained checkpoint")
     dropped = [a for a in argv if "=runs/" in a or a.startswith("checkpoint=runs/")]
     args = [a for a in argv if a not in dropped]
-    if args[0] in ("train", "eval") or args[:2] == ["data", "check"]:
+    if args[0] in ("train", "eval", "test") or args[:2] == ["data", "check"]:
         recipe_at = 2 if args[0] == "data" else 1
         args = ["config", *args[recipe_at:]]
     code, out, err = run_cli(args, capsys)

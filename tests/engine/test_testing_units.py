@@ -42,7 +42,8 @@ def test_video_results_agree_with_the_metrics_they_explain(num_classes):
     assert r["per_class_acc"][seen].mean() == metrics["mean_class_acc"]
     assert r["support"].sum() == 40 and r["confusion"].sum() == 40
     assert torch.equal(r["confusion"].sum(dim=1), r["support"])  # rows: the true class
-    assert torch.equal(r["confusion"].diagonal(), (r["per_class_acc"] * r["support"]).round().long())
+    hits = (r["per_class_acc"] * r["support"]).round().long()
+    assert torch.equal(r["confusion"].diagonal(), hits)
 
 
 def _classification_files(tmp_path, num_classes: int):
@@ -60,7 +61,8 @@ def _rate(hits: list[bool]) -> float:
 
 def test_classification_files_reproduce_the_metrics(tmp_path):
     m, names, files, image = _classification_files(tmp_path, 6)
-    rows = [json.loads(line) for line in (tmp_path / "test/predictions.jsonl").read_text().splitlines()]
+    text = (tmp_path / "test/predictions.jsonl").read_text()
+    rows = [json.loads(line) for line in text.splitlines()]
     assert [r["id"] for r in rows] == list(range(50))  # each video once
     assert rows[3]["path"] == "videos/3.mp4" and len(rows[3]["top"]) == 5
     metrics = m.compute()
@@ -123,7 +125,8 @@ def test_regression_writes_each_sample_with_its_error(tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["train.test_checkpoint=bset"],
      "train.test_checkpoint: unknown 'bset'; choose one of ['last', 'best']; did you mean 'best'?"),
-    (["train.test_chekpoint=best"], "train.test_chekpoint: unknown key; did you mean 'test_checkpoint'?"),
+    (["train.test_chekpoint=best"],
+     "train.test_chekpoint: unknown key; did you mean 'test_checkpoint'?"),
     (["data.tset={type: synthetic_actions}"], "data.tset: unknown key; did you mean 'test'?"),
     (["data.test={type: synthetic_action}"], "data.test.type: unknown dataset 'synthetic_action'"),
     ([TEST_NODE, "data.test.temporal_views=0"], "data.test.temporal_views: must be >= 1, got 0"),

@@ -61,7 +61,8 @@ def write_report(out_dir: Path, results: dict[str, Any], *, classes: Sequence[st
 
 
 def _classification(out_dir: Path, r: dict[str, Any], classes: Sequence[str],
-                    path_of: Callable[[int], str | None]) -> tuple[dict[str, str], np.ndarray | None]:
+                    path_of: Callable[[int], str | None]
+                    ) -> tuple[dict[str, str], np.ndarray | None]:
     k = min(TOP_K, r["scores"].shape[1])
     top = r["scores"].topk(k, dim=-1)  # same ordering rule as the accuracy metric's top-k
     rows = []

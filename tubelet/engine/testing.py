@@ -97,9 +97,9 @@ class TestStage:
             return self.run(model, step=trainer.step, epoch=trainer.epoch, logger=trainer.logger,
                             checkpoint=path, checkpoint_step=step, digest=digest,
                             should_stop=trainer.guard.poll_stop)
-        except EvalAbandoned:
-            raise Preempted(trainer.step, trainer.guard.signals.received or
-                            "signal on another rank", interrupted=trainer.guard.interrupted) from None
+        except EvalAbandoned:  # the checkpoint of this step is on disk: nothing to save
+            signal = trainer.guard.signals.received or "signal on another rank"
+            raise Preempted(trainer.step, signal, interrupted=trainer.guard.interrupted) from None
         finally:
             if backup is not None:  # the trainer's model is the last one again
                 parallel.unwrap(model).load_state_dict(backup)
@@ -118,7 +118,8 @@ class TestStage:
         metrics row gets the row now, once."""
         results = json.loads((self.run_dir / RESULTS).read_text())
         path = self.run_dir / "metrics.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+        lines = path.read_text().splitlines() if path.is_file() else []
+        rows = [json.loads(line) for line in lines]
         if not any(r.get("step") == results["step"] and any(k.startswith("test/") for k in r)
                    for r in rows):
             logger.log(results["metrics"], step=results["step"], epoch=results["epoch"])
