@@ -243,7 +243,7 @@ def registry_for(path: tuple[str, ...]):
     last = keys[-1] if keys else ""
     table = {"model": MODELS, "backbone": MODELS, "neck": NECKS, "head": HEADS, "hooks": HOOKS,
              "task": TASKS, "optimizer": OPTIMIZERS, "transforms": TRANSFORMS,
-             "device_transforms": TRANSFORMS, "train": DATASETS, "val": DATASETS,
+             "device_transforms": TRANSFORMS, "train": DATASETS, "val": DATASETS, "test": DATASETS,
              "datasets": DATASETS, "dataset": DATASETS}
     return table[last]
 
