@@ -2,7 +2,7 @@
 and docs/*.md that is cheap enough is run, one test case each (`pytest -rs` lists what is
 skipped and why).
 
-- `tubelet config|--help|--version` commands run as written; `tubelet train|eval|data check`
+- `tubelet config|--help|--version` commands run as written; `tubelet train|eval|test|data check`
   commands run as `tubelet config` with the same recipe and overrides (the recipe and every
   override are validated; the training itself is too long for a test), `tubelet run` as
   `tubelet run ... --dry-run` (every stage validated, none run). Overrides that name the
@@ -188,7 +188,7 @@ def check_tubelet(argv: tuple[str, ...], capsys) -> None:
     args = [a for a in argv if a not in dropped]
     if args[0] == "run" and "--dry-run" not in args:  # every stage validated, none run
         args = [*args, "--dry-run"]
-    if args[0] in ("train", "eval") or args[:2] == ["data", "check"]:
+    if args[0] in ("train", "eval", "test") or args[:2] == ["data", "check"]:
         recipe_at = 2 if args[0] == "data" else 1
         args = ["config", *args[recipe_at:]]
     code, out, err = run_cli(args, capsys)
@@ -247,7 +247,7 @@ def registry_for(path: tuple[str, ...]):
     last = keys[-1] if keys else ""
     table = {"model": MODELS, "backbone": MODELS, "neck": NECKS, "head": HEADS, "hooks": HOOKS,
              "task": TASKS, "optimizer": OPTIMIZERS, "transforms": TRANSFORMS,
-             "device_transforms": TRANSFORMS, "train": DATASETS, "val": DATASETS,
+             "device_transforms": TRANSFORMS, "train": DATASETS, "val": DATASETS, "test": DATASETS,
              "datasets": DATASETS, "dataset": DATASETS}
     return table[last]
 

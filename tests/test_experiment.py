@@ -22,7 +22,7 @@ from tubelet.experiment import (Report, Stage, _Forwarder, check_experiment, fin
 from tubelet.registry import ConfigError
 
 DEBUG = REPO / "configs" / "debug"
-COMMANDS = ("train", "eval")
+COMMANDS = ("train", "eval", "test")
 
 
 def write(path: Path, text: str) -> Path:
@@ -41,9 +41,10 @@ stages:
       model.pretrained: ${{stages.pretrain.run_dir}}
       train.epochs: 3
   evaluate:
-    command: eval
+    command: test
     recipe: {DEBUG}/finetune_tiny.yaml
-    overrides: {{checkpoint: "${{stages.finetune.run_dir}}/checkpoints/best.pt"}}
+    overrides: {{checkpoint: "${{stages.finetune.run_dir}}/checkpoints/best.pt",
+                data.test: '\\${{data.val}}'}}
 {extra}""")
 
 
@@ -61,7 +62,7 @@ def test_stages_in_order_with_their_run_dirs_and_links(tmp_path):
     # the file's overrides, the command line's for every stage, then this stage's own
     assert fine.overrides == ['model.pretrained="out/pretrain"', "train.epochs=4",
                               'train.device="cpu"', 'run.dir="out/finetune"', "resume=auto"]
-    assert ev.command == "eval" and "resume=auto" not in ev.overrides
+    assert ev.command == "test" and "resume=auto" not in ev.overrides
     assert 'checkpoint="out/finetune/checkpoints/best.pt"' in ev.overrides
     check_experiment(stages, check_paths=False)
     assert fine.cfg["model"]["pretrained"] == "out/pretrain" and fine.cfg["train"]["epochs"] == 4
@@ -136,7 +137,7 @@ def test_the_shipped_experiments_validate(capsys):
         check_experiment(stages, check_paths=False)  # K400's videos are not here
         links = [o for s in stages for o in s.overrides
                  if not o.startswith("run.dir=") and ("/pretrain" in o or "/finetune" in o)]
-        assert len(links) >= 2, links  # finetune from pretrain, the last stage from finetune
+        assert len(links) == len(stages) - 1, links  # each stage from the one before it
 
 
 def _checkpoint(run_dir: Path, **trainer) -> None:
@@ -232,9 +233,9 @@ def test_an_experiment_killed_in_finetune_resumes_it_exactly(tmp_path, tiny_data
     assert [s["status"] for s in report["stages"]] == ["done"] * 3
     fine, ev = report["stages"][1], report["stages"][2]
     assert fine["metrics"]["epoch"] == 1 and "val/acc1" in fine["metrics"]
-    assert ev["metrics"] == json.loads(
-        (tmp_path / "runs" / "exp" / "evaluate" / "eval_results.json").read_text())
-    assert set(ev["metrics"]) >= {"val/acc1"}
+    tested = json.loads((tmp_path / "runs" / "exp" / "evaluate" / "test_results.json").read_text())
+    assert ev["metrics"] == tested["metrics"] and set(ev["metrics"]) >= {"test/acc1"}
+    assert tested["checkpoint"].endswith("finetune/checkpoints/best.pt")
 
     # the same finetune, uninterrupted, from the same pretraining: the stage's own command
     # line (every override it had) with another run dir, in this process (one start less)

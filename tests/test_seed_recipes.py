@@ -21,7 +21,8 @@ TINY_VIT = ["model.type=vit", "model.img_size=16", "model.patch_size=8", "model.
 def _gaze360(root):
     data = [f"data.train.root={root / 'imgs'}", f"data.val.root={root / 'imgs'}",
             f"data.train.annotations={root / 'train.txt'}",
-            f"data.val.annotations={root / 'validation.txt'}"]
+            f"data.val.annotations={root / 'validation.txt'}",
+            f"data.test.annotations={root / 'test.txt'}"]  # root, frames, size: val's
     return [*data, "data.batch_size=16", "data.train.num_frames=3", "data.val.num_frames=3",
             "data.train.transforms[0].size=16", "data.val.transforms[0].size=16",
             *TINY_VIT, "model.num_frames=3"]
@@ -33,9 +34,11 @@ def _aesthetics(root):
 
 
 def _essmc2(root):
-    return [f"data.train.root={root}", f"data.val.root={root}", "data.batch_size=4",
-            "data.train.num_frames=4", "data.val.num_frames=4", "data.val.temporal_views=2",
+    return [f"data.train.root={root}", f"data.val.root={root}", f"data.test.root={root}",
+            "data.batch_size=4", "data.train.num_frames=4", "data.val.num_frames=4",
+            "data.test.num_frames=4", "data.test.temporal_views=2",
             "data.train.transforms[0].size=32", "data.val.transforms[0].size=32",
+            "data.val.transforms[1].size=32", "data.test.transforms[0].size=32",
             "model.backbone={type: resnet3d, block: basic, layers: [1, 1, 1, 1], base_width: 4, "
             "num_classes: 0, dropout: 0.0}", "model.head.num_classes=4", "task.num_classes=4"]
 
@@ -44,8 +47,8 @@ def _videomae_hmdb51(root):
     return [f"data.train.root={root}", f"data.val.root={root}", "data.batch_size=4",
             "data.train.num_frames=4", "data.val.num_frames=4", "data.train.stride=2",
             "data.val.stride=2", "data.train.transforms[1].size=16",
-            "data.val.transforms[0].size=16", *TINY_VIT, "model.num_frames=4",
-            "model.num_classes=4"]
+            "data.val.transforms[0].size=16", "data.val.transforms[1].size=16",
+            "data.test=null", *TINY_VIT, "model.num_frames=4", "model.num_classes=4"]
 
 
 def _dynamic_batch(kinetics, ssv2):
@@ -93,6 +96,13 @@ def test_seed_recipe_trains_and_evaluates_on_its_layout(name, layout_root, tmp_p
     assert len(losses) >= 2 and all(math.isfinite(x) for x in losses), rows
     evals = [r for r in rows if metric in r]
     assert len(evals) == 1 and math.isfinite(evals[0][metric]), rows
+    if name in ("gaze360", "essmc2"):  # their final test, in the layout's test split
+        test = metric.replace("val/", "test/")
+        assert [r["step"] for r in rows if test in r] == [evals[0]["step"]], rows
+        results = json.loads((tmp_path / "run/test_results.json").read_text())
+        assert math.isfinite(results["metrics"][test]) and results["num_videos"] > 0
+        assert (tmp_path / "run/test/predictions.jsonl").read_text().count("\n") == \
+            results["num_videos"]
     assert (tmp_path / "run/checkpoints/last.pt").is_file()
     if name == "gaze360":  # `tubelet eval` on the checkpoint scores what fit's eval scored
         proc = run_tubelet("eval", *args, f"checkpoint={tmp_path / 'run/checkpoints/last.pt'}",

@@ -131,7 +131,8 @@ def test_eval_does_not_need_the_train_data(tmp_path, monkeypatch):
     (tmp_path / "val.txt").write_text("a.mp4 0\n")
     cfg = load_config(REPO / "configs" / "quickstart.yaml",
                       ["data.train={type: video_list, annotations: train.txt, num_frames: 8}",
-                       "data.val={type: video_list, annotations: val.txt, num_frames: 8}"])
+                       "data.val={type: video_list, annotations: val.txt, num_frames: 8}",
+                       "data.test=null"])
     schema = build.schema()
     validate.check_recipe(cfg, schema, train_data=False)
     with pytest.raises(ConfigError, match="^data.train.annotations: no such file 'train.txt'$"):

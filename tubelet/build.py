@@ -44,9 +44,9 @@ _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/fi
 # Trainer arguments that the builder supplies; every other Trainer keyword is a `train:` key.
 TRAINER_RUNTIME = {"model", "task", "optimizer", "train_loader", "train_sampler", "val_loader",
                    "run_dir", "base_lr", "logger", "hooks", "resume", "extra_state", "device",
-                   "warmup_epochs", "min_lr"}
+                   "warmup_epochs", "min_lr", "tester"}
 # `train:` keys the builder itself consumes
-TRAIN_EXTRA = {"device", "tensorboard", "progress", "threads"}
+TRAIN_EXTRA = {"device", "tensorboard", "progress", "threads", "test_checkpoint"}
 SCHEDULE_KEYS = {"warmup_epochs", "min_lr"}  # the Trainer keywords fed by `schedule:`
 DATA_TRANSFORM_KEYS = ("transforms", "device_transforms")  # lists a data split node may hold
 SAMPLER_RUNTIME = ("num_samples", "seed", "rank", "world_size")  # what the builder passes
@@ -58,7 +58,8 @@ class DataOptions:
     train: dict
     batch_size: int
     val: dict | None = None
-    val_batch_size: int | None = None
+    val_batch_size: int | None = None  # also the test split's
+    test: dict | None = None  # evaluated once after training and by `tubelet test`
     num_workers: int = 0
     persistent_workers: bool = True
     prefetch_factor: int | None = None
@@ -296,16 +297,27 @@ def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: 
                                train_set, device_tf, split="train", seed=seed, data=data,
                                device=device, run_dir=run_dir)
     if data.val:
-        val_set, device_tf = build_dataset(data.val, key="data.val")
-        require_labels(val_set, key="data.val")  # metrics on invented labels would be wrong
-        views = getattr(val_set, "num_views", 1)  # a video's test views stay on one rank
-        val_loader = _stream(build_loader(val_set, batch_size=data.val_batch_size or data.batch_size,
-                                          sampler=ShardSampler(len(val_set), rank=rank,
-                                                               world_size=world_size,
-                                                               group_size=views), **common),
-                             val_set, device_tf, split="val", seed=seed, data=data,
-                             device=device, run_dir=run_dir)
+        val_loader, _ = build_eval_loader(data, split="val", seed=seed, device=device,
+                                          run_dir=run_dir)
     return train_loader, sampler, val_loader
+
+
+def build_eval_loader(data: DataOptions, *, split: str, seed: int, device: torch.device,
+                      run_dir: Path | None = None) -> tuple[Any, Any]:
+    """(loader, dataset) of `data.val` or `data.test`: each video on one rank with all its
+    views, none padded or repeated, so reduced metrics count every video once."""
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    eval_set, device_tf = build_dataset(getattr(data, split), key=f"data.{split}")
+    require_labels(eval_set, key=f"data.{split}")  # metrics on invented labels would be wrong
+    views = getattr(eval_set, "num_views", 1)  # a video's test views stay on one rank
+    loader = build_loader(eval_set, batch_size=data.val_batch_size or data.batch_size,
+                          sampler=ShardSampler(len(eval_set), rank=rank, world_size=world_size,
+                                               group_size=views),
+                          num_workers=data.num_workers, seed=seed, rank=rank,
+                          pin_memory=device.type == "cuda", prefetch_factor=data.prefetch_factor,
+                          persistent_workers=data.persistent_workers)
+    return _stream(loader, eval_set, device_tf, split=split, seed=seed, data=data,
+                   device=device, run_dir=run_dir), eval_set
 
 
 def build_optimizer(node: dict[str, Any], model: nn.Module, *,
@@ -361,12 +373,15 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     streams.seed_rank_stream(seed, rank=dist.get_rank())
     logger = RunLogger(run_dir, enabled=dist.is_main(), tensorboard=train.pop("tensorboard", True),
                        progress=train.pop("progress", None))
+    tester = build_test_stage(data, task=task, seed=seed, device=device, run_dir=run_dir,
+                              checkpoint=train.pop("test_checkpoint", "last"),
+                              amp=train.get("amp", "none"))
     trainer = Trainer(model=model, task=task, optimizer=optimizer, train_loader=train_loader,
                       train_sampler=sampler, val_loader=val_loader, run_dir=run_dir,
                       base_lr=base_lr, logger=logger, device=device, hooks=hooks,
                       resume=cfg.get("resume"),
                       extra_state={"config_hash": config_hash(cfg), "recipe": cfg},
-                      **(cfg.get("schedule") or {}), **train)
+                      tester=tester, **(cfg.get("schedule") or {}), **train)
     trainer.resume_from_checkpoint()  # decided (or refused) before anything is written
     if run is not None:
         run.commit(dump_config(cfg))
@@ -407,3 +422,17 @@ def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:
     set_threads((cfg.get("train") or {}).get("threads", "auto"), num_workers=data.num_workers)
     with parallel.eval_view(model) as view:  # each rank its own share, metrics reduced
         return run_eval(view, task.to(device), loader, device=device)
+
+
+def build_test_stage(data: DataOptions, *, task: Any, seed: int, device: torch.device,
+                     run_dir: Path, checkpoint: str = "last", amp: str = "none") -> Any:
+    """The test stage on `data.test` (engine/testing.py), or None without one."""
+    from tubelet.engine.testing import TestStage
+    from tubelet.engine.trainer import AMP_DTYPES
+    if not data.test:
+        return None
+    loader, dataset = build_eval_loader(data, split="test", seed=seed, device=device,
+                                        run_dir=run_dir)
+    return TestStage(loader=loader, dataset=dataset, task=task, run_dir=run_dir, device=device,
+                     checkpoint=checkpoint, amp_dtype=AMP_DTYPES.get(amp), spec=data.test)
+

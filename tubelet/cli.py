@@ -26,6 +26,8 @@ USAGE = """\
 tubelet train RECIPE.yaml [key.sub=value ...]      train (resume with resume=auto)
 tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint file, run dir or
                                                    .safetensors export on data.val
+tubelet test RECIPE.yaml [checkpoint=PATH] [...]   test on data.test (default: the run dir's
+                                                   train.test_checkpoint); results in the run dir
 tubelet config RECIPE.yaml [key.sub=value ...]     print the resolved, validated recipe
 tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
 tubelet run EXPERIMENT.yaml [key=value ...]        linked stages (pretrain -> finetune -> test),
@@ -46,6 +48,10 @@ COMMANDS = {
     "eval": "Evaluate on data.val and print the metrics as JSON. Needs checkpoint=PATH: a "
             "checkpoint file, a run directory (its checkpoints/last.pt) or a .safetensors export.",
     "config": "Print the resolved recipe after the same validation as train; exit 2 on an error.",
+    "test": "Test on data.test and write test_results.json, test/ (predictions, per-class "
+            "accuracy, confusion matrix) and test/* metrics rows into the recipe's run dir. "
+            "checkpoint=PATH: a checkpoint file, a run directory (its checkpoints/"
+            "<train.test_checkpoint>.pt) or a .safetensors export; default: the run dir's.",
 }
 
 
@@ -139,11 +145,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval" and cfg.get("checkpoint") is None:
         _usage_error("eval", "checkpoint=PATH is required (a checkpoint file, a run directory "
                      "or a .safetensors export)")
-    checked = _check_early(cfg, train_data=args.command != "eval")
+    checked = _check_early(cfg, train_data=args.command not in ("eval", "test"))
     if args.command == "config" and checked:
         sys.stdout.write(dump_config(cfg))
         return 0
-    if args.command == "train":  # a bad or busy run dir, too
+    if args.command in ("train", "test"):  # a bad or busy run dir, too
         from tubelet.rundir import check_free  # noqa: PLC0415
         check_free(cfg["run"])
     from tubelet import build  # noqa: PLC0415 - heavy: torch, models, datasets
@@ -156,6 +162,12 @@ def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "eval":
             print(json.dumps(build.evaluate_checkpoint(cfg), indent=2))
+            return 0
+        if args.command == "test":
+            from tubelet.build_testing import run_test  # noqa: PLC0415
+            metrics = run_test(cfg)
+            if dist.is_main():
+                print(json.dumps(metrics, indent=2))
             return 0
         build.build_trainer(cfg).fit()
         return 0

@@ -273,9 +273,11 @@ def final_metrics(stage: Stage) -> dict[str, Any]:
     commands: their result file."""
     if stage.command != "train":
         try:
-            return json.loads(stage.result_file.read_text())
+            data = json.loads(stage.result_file.read_text())
         except (OSError, ValueError):
             return {}
+        # test_results.json nests them beside the checkpoint it tested and its report files
+        return data["metrics"] if isinstance(data.get("metrics"), dict) else data
     out: dict[str, Any] = {}
     try:
         lines = (stage.run_dir / "metrics.jsonl").read_text().splitlines()

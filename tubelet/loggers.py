@@ -61,18 +61,21 @@ class RunLogger:
         self._progress = _RichProgress() if (enabled and use_rich) else None
         self._eta = _Eta()
 
-    def start(self, *, total_steps: int, step: int) -> None:
+    def start(self, *, total_steps: int, step: int, repair: bool = True) -> None:
         """Open the sinks at `step`. A resumed run first drops what a killed run logged after
-        its checkpoint, so metrics.jsonl and TensorBoard read as one uninterrupted run."""
+        its checkpoint, so metrics.jsonl and TensorBoard read as one uninterrupted run.
+        `repair=False` only appends (`tubelet test` adds rows to a finished run)."""
         if not self.enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "metrics.jsonl"
-        repair_metrics(path, step=step)  # rows past `step`, a torn or foreign line: dropped
+        if repair:
+            repair_metrics(path, step=step)  # rows past `step`, a torn or foreign line: dropped
         self._jsonl = open(path, "a")
         if self.tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
-            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step or None)
+            self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
+                                     purge_step=(step or None) if repair else None)
         self._eta.start(total_steps=total_steps, step=step)
         if self._progress:
             self._progress.start(total_steps=total_steps, step=step)

@@ -67,6 +67,15 @@ class VideoMean(Metric):
         sums, counts, targets, _ = self._folded()
         return sums / counts.clamp_min(1)[:, None], targets
 
+    def per_video(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(video id (V,), mean row (V, K), target (V, ...)) over all ranks, ids in order: the
+        rows a results file lists. A collective under DDP (the states are gathered, as in
+        `compute`), so every rank calls it; each video is there once, however its views were
+        split over ranks."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn):
+            sums, counts, targets, ids = self._folded()
+        return ids, sums / counts.clamp_min(1)[:, None], targets
+
     def reset(self) -> None:
         super().reset()
         self._num_clips = 0
@@ -93,17 +102,44 @@ class MultiViewAccuracy(VideoMean):
         """(mean softmax per video (V, K), label per video (V,)), videos in id order."""
         return self.video_means()
 
+    def video_results(self) -> dict[str, torch.Tensor]:
+        """What the test stage writes, over all ranks (a collective: every rank calls it):
+        per video its `id`, mean softmax `scores` (V, K), `label` and top-1 `pred`; per class
+        `per_class_acc` and `support`; the `confusion` matrix (true x predicted). Top-1 is
+        taken as in `compute`, so the files agree with acc1 exactly."""
+        ids, scores, labels = self.per_video()
+        pred = scores.topk(1, dim=-1).indices[:, 0]
+        per_class, support = per_class_accuracy(pred, labels, self.num_classes)
+        return {"id": ids, "scores": scores, "label": labels, "pred": pred,
+                "per_class_acc": per_class, "support": support,
+                "confusion": confusion_matrix(pred, labels, self.num_classes)}
+
     def compute(self) -> dict[str, torch.Tensor]:
         scores, labels = self.video_scores()
         top = scores.topk(max(self.top_k), dim=-1).indices  # (V, kmax)
         out = {f"acc{k}": (top[:, :k] == labels[:, None]).any(dim=1).float().mean()
                for k in self.top_k}
-        correct = (top[:, 0] == labels).float()
-        per_class = torch.zeros(self.num_classes, device=scores.device).index_add_(0, labels, correct)
-        seen = torch.bincount(labels, minlength=self.num_classes)
-        out["mean_class_acc"] = (per_class[seen > 0] / seen[seen > 0]).mean()
+        per_class, seen = per_class_accuracy(top[:, 0], labels, self.num_classes)
+        out["mean_class_acc"] = per_class[seen > 0].mean()
         out["num_videos"] = torch.tensor(float(len(labels)))
         return out
+
+
+def per_class_accuracy(pred: torch.Tensor, labels: torch.Tensor, num_classes: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(top-1 accuracy per class (K,), videos per class (K,)) of predicted classes `pred` (V,)
+    against `labels` (V,); a class without videos has accuracy 0 and support 0."""
+    correct = (pred == labels).float()
+    hits = torch.zeros(num_classes, device=labels.device).index_add_(0, labels, correct)
+    seen = torch.bincount(labels, minlength=num_classes)
+    return hits / seen.clamp_min(1), seen
+
+
+def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + pred.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes,
+                                                                             num_classes)
 
 
 def pitchyaw_to_vector(pitchyaw: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,8 @@ RESUME_ALLOWED = (
     "train.nan_skip_limit", "train.accum_steps", "train.early_stop", "data.batch_size", "data.dynamic_batch",
     "data.num_workers",
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
-    "data.val_batch_size", "resume", "run", "checkpoint", "distributed.timeout_s",
+    "data.val_batch_size", "data.test", "train.test_checkpoint", "resume", "run", "checkpoint",
+    "distributed.timeout_s",
     "distributed.backend", "distributed.strategy",
 )
 

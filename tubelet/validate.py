@@ -36,6 +36,7 @@ RUNTIME = {"dataset": ("transform", "to_float"), "head": ("in_features",),
 NODES = {("model", "backbone"): "model", ("model", "head"): "head", ("model", "neck"): "neck",
          ("dataset", "datasets"): "dataset[]", ("dataset", "dataset"): "dataset",
          ("task", "mixup"): "@mixup", ("data", "train"): "split", ("data", "val"): "split",
+         ("data", "test"): "split",
          ("data", "dynamic_batch"): "@dynamic_batch", ("train", "early_stop"): "@early_stop"}
 
 # Ranges and choices by parameter name; "kind.name" and "kind.type.name" are more specific.
@@ -75,7 +76,7 @@ RANGES: dict[str, Range | OneOf] = {
     "epochs": _POS, "accum_steps": _POS, "clip_grad": Gt(0), "amp": OneOf(("none", "bf16", "fp16")),
     "eval_interval": _POS, "checkpoint_interval": _NONNEG, "keep_last": _POS,
     "log_interval": _POS, "best_mode": OneOf(("max", "min")), "patience": _NONNEG,
-    "min_delta": _NONNEG,
+    "min_delta": _NONNEG, "train.test_checkpoint": OneOf(("last", "best")),
     "nan_guard": OneOf(("stop", "skip", "off")), "nan_skip_limit": _POS,
     "warmup_epochs": _NONNEG, "min_lr": _NONNEG, "batch_size": _POS, "val_batch_size": _POS,
     "num_workers": _NONNEG, "prefetch_factor": _POS, "max_bad_fraction": _UNIT,
@@ -91,7 +92,7 @@ PATHS = {"annotations": "file", "labels": "file", "classes_from": "file", "datas
 MAY_BE_MISSING = {"dataset.synthetic_actions.root"}
 # Types of the `train:` keys the builder consumes itself (no signature carries them).
 TRAIN_EXTRA_TYPES = {"device": "str", "tensorboard": "bool", "progress": "bool | None",
-                     "threads": "int | str"}
+                     "threads": "int | str", "test_checkpoint": "str"}
 
 
 def _lookup(table: dict[str, Any], kind: str, type_name: str | None, name: str) -> Any:

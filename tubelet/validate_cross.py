@@ -50,7 +50,7 @@ def check_cross(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     task = node(cfg["task"], "task", "task")
     _check_classes(out, task)
     data = cfg.get("data") or {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         if isinstance(data.get(split), dict):
             _check_split(node(data[split], "dataset", f"data.{split}"), inp, task, regs,
                          dynamic=split == "train" and data.get("dynamic_batch") is not None)
@@ -58,6 +58,7 @@ def check_cross(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     _check_best_metric(cfg.get("train") or {}, task, cfg["task"]["type"])
     if (cfg.get("train") or {}).get("early_stop") is not None and not data.get("val"):
         raise ConfigError("train.early_stop: needs data.val to evaluate train.best_metric")
+    _check_test(cfg.get("train") or {}, data)
 
 
 def input_shape(cfg: dict[str, Any], schema: dict[str, Any]) -> tuple[int, ...] | None:
@@ -172,6 +173,13 @@ def _check_optimizer(opt: dict[str, Any], model: _Node, inp: _Node) -> None:
                                                   and inp.spec["layer_ids"]):
         raise ConfigError(f"optimizer.layer_decay: model {model.node['type']!r} has no layer "
                           "ids to decay by (a ViT has them); remove layer_decay")
+
+
+def _check_test(train: dict[str, Any], data: dict[str, Any]) -> None:
+    """`best` is chosen on data.val: without it there is no best checkpoint to test."""
+    if data.get("test") and train.get("test_checkpoint") == "best" and not data.get("val"):
+        raise ConfigError("train.test_checkpoint: 'best' is chosen on data.val, which this "
+                          "recipe lacks; use 'last' or add data.val")
 
 
 def _check_best_metric(train: dict[str, Any], task: _Node, task_type: str) -> None:

@@ -19,10 +19,10 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
      "model.backbone.dpeth: unknown key; did you mean 'depth'?"),
     ("debug/finetune_tiny.yaml", ["task.mixup.mixup_alpah=1"],
      "task.mixup.mixup_alpah: unknown key; did you mean 'mixup_alpha'?"),
-    ("quickstart.yaml", ["data.val=null", "data.train={type: repeat, times: 2, dataset: {type: synthetic_actions, "
+    ("quickstart.yaml", ["data.val=null", "data.test=null", "data.train={type: repeat, times: 2, dataset: {type: synthetic_actions, "
                          "root: data/synth_actions, num_frame: 8}}"],
      "data.train.dataset.num_frame: unknown key; did you mean 'num_frames'?"),
-    ("quickstart.yaml", ["data.val=null", "data.train={type: composed, datasets: [{type: synthetic_actions, "
+    ("quickstart.yaml", ["data.val=null", "data.test=null", "data.train={type: composed, datasets: [{type: synthetic_actions, "
                          "root: data/synth_actions, stride: 0}]}"],
      "data.train.datasets[0].stride: must be >= 1, got 0"),
     ("debug/finetune_tiny.yaml", ["model.pretrained=runs/no_such_run"],

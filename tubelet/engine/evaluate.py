@@ -30,8 +30,10 @@ def _num_polls(loader: DataLoader) -> int:
 @torch.no_grad()
 def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.device,
              amp_dtype: torch.dtype | None = None,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
-    """One pass over `loader`; the task's metrics, reduced across ranks, keyed `val/...`.
+             should_stop: Callable[[], bool] | None = None,
+             prefix: str = "val") -> dict[str, float]:
+    """One pass over `loader`; the task's metrics, reduced across ranks, keyed `<prefix>/...`
+    (`val/acc1`; the test stage's `test/acc1`).
     `should_stop` (an agreement across ranks, e.g. `StepGuard.poll_stop`) is called before
     every batch, and as often on a rank that ran out of batches, then once more, so all ranks
     call it equally often; when it says stop, `EvalAbandoned` is raised on every rank."""
@@ -55,4 +57,4 @@ def run_eval(model: nn.Module, task: Task, loader: DataLoader, *, device: torch.
                 raise EvalAbandoned
     finally:
         model.train(was_training)
-    return {f"val/{k}": v for k, v in task.compute_metrics().items()}
+    return {f"{prefix}/{k}": v for k, v in task.compute_metrics().items()}

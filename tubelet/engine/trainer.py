@@ -44,7 +44,7 @@ class Trainer:
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
                  fp16_init_scale: float = 2.0 ** 16, early_stop: dict | None = None,
-                 extra_state: dict[str, Any] | None = None) -> None:
+                 extra_state: dict[str, Any] | None = None, tester: Any = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
         if amp == "fp16" and device.type != "cuda":  # torch's GradScaler runs on CPU too
@@ -74,6 +74,7 @@ class Trainer:
         # a hook the Trainer holds itself: it decides after every hook's metrics (engine/early_stop.py)
         self.early_stop = None if early_stop is None else EarlyStopping(
             **early_stop, metric=best_metric, mode=best_mode)
+        self.tester = tester  # engine.testing.TestStage: the final test on data.test, or None
         self.amp_dtype = AMP_DTYPES[amp]
         self.scaler = torch.amp.GradScaler(device.type, init_scale=fp16_init_scale,
                                            enabled=amp == "fp16")
@@ -162,6 +163,8 @@ class Trainer:
                     if self.early_stop is not None:  # agreed across ranks, saved just below
                         self.early_stop.after_eval(self, self.metrics)
                 self.save_checkpoint(is_best=is_best)
+            if self.tester is not None:  # after the last checkpoint; once (engine/testing.py)
+                self.metrics = {**self.metrics, **self.tester.after_fit(self)}
         for hook in self.hooks:
             hook.after_train(self)
         return self.metrics

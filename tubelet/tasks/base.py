@@ -26,3 +26,8 @@ class Task(nn.Module):
 
     def reset_metrics(self) -> None:
         raise NotImplementedError
+
+    def test_results(self) -> dict[str, Any] | None:
+        """Per-video outputs of the last evaluation pass for the test stage's files (engine/
+        testing.py), over all ranks: a collective, every rank calls it. None: metrics only."""
+        return None

@@ -63,3 +63,6 @@ class ClassificationTask(Task):
 
     def reset_metrics(self) -> None:
         self.accuracy.reset()
+
+    def test_results(self) -> dict[str, Any]:
+        return {"kind": "classification", **self.accuracy.video_results()}

@@ -71,6 +71,13 @@ class GazeTask(Task):
     def reset_metrics(self) -> None:
         self.directions.reset()
 
+    def test_results(self) -> dict[str, Any]:
+        """Per video: the mean direction (unit vector), the target and the angle between."""
+        ids, mean_direction, target = self.directions.per_video()
+        pred = F.normalize(mean_direction, dim=-1)
+        return {"kind": "regression", "id": ids, "pred": pred, "target": target,
+                "error": angular_error_deg(pred, target), "error_name": "angular_error_deg"}
+
 
 @TASKS.register("score_regression")
 class ScoreRegressionTask(Task):
@@ -104,3 +111,9 @@ class ScoreRegressionTask(Task):
 
     def reset_metrics(self) -> None:
         self.scores.reset()
+
+    def test_results(self) -> dict[str, Any]:
+        """Per video: the mean predicted score, the target and their difference."""
+        ids, pred, target = self.scores.per_video()
+        return {"kind": "regression", "id": ids, "pred": pred[:, 0], "target": target,
+                "error": pred[:, 0] - target, "error_name": "error"}
