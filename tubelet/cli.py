@@ -27,12 +27,17 @@ tubelet train RECIPE.yaml [key.sub=value ...]      train (resume with resume=aut
 tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint file, run dir or
                                                    .safetensors export on data.val
 tubelet config RECIPE.yaml [key.sub=value ...]     print the resolved, validated recipe
-tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
+tubelet export CHECKPOINT|RUN_DIR OUT.safetensors|OUT.onnx [--encoder]
+                                                   weights with class names, or ONNX
+tubelet predict CHECKPOINT|RUN_DIR INPUT... [--top-k 5 --views TxS --window S --stride S]
+                                                   top-k classes of videos, folders or
+                                                   lists, as JSON lines
 tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
 tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, decode speed
 tubelet COMMAND --help                             one command's arguments and defaults
 
 exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
+            4 predict: some videos could not be read (their rows carry "error"),
             75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (requeue, resume=auto),
             130 interrupted by Ctrl-C after saving a checkpoint (a second Ctrl-C: no save)
 """
@@ -56,11 +61,17 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         s = sub.add_parser(name, help=text, description=text)
         _recipe_arguments(s)
-    text = "Write a checkpoint's model weights as a .safetensors file."
+    text = ("Write a checkpoint's model as .safetensors (weights, with class names and eval "
+            "preprocessing in the metadata) or .onnx (the classifier, dynamic batch); the "
+            "format is OUT's suffix.")
     export = sub.add_parser("export", help=text, description=text)
     export.add_argument("checkpoint", type=Path, metavar="CHECKPOINT|RUN_DIR",
                         help="a checkpoint file, or a run directory (its checkpoints/last.pt)")
-    export.add_argument("out", type=Path, metavar="OUT.safetensors", help="the file to write")
+    export.add_argument("out", type=Path, metavar="OUT.safetensors|OUT.onnx",
+                        help="the file to write")
+    export.add_argument("--encoder", action="store_true",
+                        help=".onnx: the encoder alone, video -> pooled features (B, D)")
+    _predict_parser(sub)
     data = sub.add_parser("data", help="synth | check", description="Dataset tools.").add_subparsers(
         dest="data_command", required=True, prog="tubelet data", metavar="synth|check")
     text = ("Write the synthetic action dataset (real H.264 MP4s, HMDB51 layout); the defaults "
@@ -89,6 +100,43 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    text = ("Top-k classes of videos as JSON lines (stdout or --out), with the checkpoint's own "
+            "class names and eval preprocessing. INPUT: video files, folders (recursive), a "
+            "video_list .txt, a Kinetics .csv or an SSv2 .json. Exit 4 when some videos could "
+            "not be read (one row with \"error\" each).")
+    p = sub.add_parser("predict", help=text, description=text)
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT|RUN_DIR",
+                   help="a checkpoint file, a run directory or a .safetensors export")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders or lists")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per row (default: 5)")
+    p.add_argument("--views", metavar="TxS", help="temporal views x spatial crops per video "
+                   "(default: the recipe's data.val)")
+    p.add_argument("--window", type=float, metavar="S", help="also predict windows of S seconds")
+    p.add_argument("--stride", type=float, metavar="S", help="seconds between windows "
+                   "(default: --window)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the rows here, not stdout")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="clips per forward "
+                   "(default: 8)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="decoding processes (default: 2; 0 decodes in this process)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="where a .csv/.json list's videos "
+                   "are (default: the list's folder)")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tubelet.predict import predict
+    kwargs = dict(top_k=args.top_k, views=args.views, window_s=args.window, stride_s=args.stride,
+                  batch_size=args.batch_size, device=args.device, num_workers=args.workers,
+                  root=args.root)
+    if args.out is None:
+        return predict(args.checkpoint, args.inputs, out=sys.stdout, **kwargs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as out:
+        return predict(args.checkpoint, args.inputs, out=out, **kwargs)
+
+
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", type=Path, metavar="RECIPE.yaml", help="the recipe")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value",
@@ -97,9 +145,11 @@ def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
-        from tubelet.models.weights import export_safetensors
-        print(f"wrote {export_safetensors(args.checkpoint, args.out)}")
+        from tubelet.export import export
+        print(f"wrote {export(args.checkpoint, args.out, encoder=args.encoder)}")
         return 0
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)
     if args.command == "data" and args.layout is not None:
