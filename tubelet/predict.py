@@ -144,9 +144,8 @@ class PredictVideos(VideoDataset):
             if info is None:  # unreadable: one sample, which turns into one error row
                 files.append(i), spans.append((0, 0)), seconds.append((0.0, 0.0))
                 continue
-            length = max(1, round(window_s * info.fps))
-            starts = range(0, max(info.num_frames - length, 0) + 1, max(1, round(stride_s * info.fps)))
-            for first in starts:
+            length, step = (max(1, round(s * info.fps)) for s in (window_s, stride_s))
+            for first in range(0, max(info.num_frames - length, 0) + 1, step):
                 count = min(length, info.num_frames - first)
                 files.append(i), spans.append((first, count))
                 seconds.append((first / info.fps, (first + count) / info.fps))
@@ -256,7 +255,8 @@ class _Rows:
             return row
         top = scores.topk(min(self.top_k, len(scores)))
         ids = top.indices.tolist()
-        row.update(top=self._names(ids), top_ids=ids, scores=[round(float(s), 6) for s in top.values])
+        row.update(top=self._names(ids), top_ids=ids,
+                   scores=[round(float(s), 6) for s in top.values])
         return row
 
     def _write(self, row: dict[str, Any]) -> None:
@@ -296,8 +296,8 @@ def _device(name: str) -> torch.device:
 def _scores(model: torch.nn.Module, video: torch.Tensor, *, classify: bool) -> torch.Tensor:
     out = model(video)
     if not torch.is_tensor(out) or out.ndim != 2:
-        raise ValueError(f"the model returns {type(out).__name__} "
-                         f"{tuple(out.shape) if torch.is_tensor(out) else ''}, not (batch, classes)")
+        shape = tuple(out.shape) if torch.is_tensor(out) else ""
+        raise ValueError(f"the model returns {type(out).__name__} {shape}, not (batch, classes)")
     # the eval metric's rule: a video's score is the mean softmax over its views
     return out.float().softmax(dim=-1) if classify else out.float()
 
@@ -317,7 +317,8 @@ def _batches(loader: DataLoader, device: torch.device,
         yield groups, batch["errors"]
 
 
-def _progress(done: int, total: int, start: float, *, last: list[float], final: bool = False) -> None:
+def _progress(done: int, total: int, start: float, *, last: list[float],
+              final: bool = False) -> None:
     now = time.monotonic()
     if final or now - last[0] >= PROGRESS_EVERY_S:
         last[0] = now
@@ -352,7 +353,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, out: TextIO, to
     if trained.no_names:
         print(f"predict: class indices, not names: {trained.no_names}", file=sys.stderr)
     videos, labels = collect_inputs(inputs, classes=trained.classes, root=root)
-    node = {"transforms": card.get("transforms"), "device_transforms": card.get("device_transforms")}
+    node = {k: card.get(k) for k in ("transforms", "device_transforms")}
     transform = build_transforms(node, key="checkpoint.card", list_key="transforms")
     device_tf = build_transforms(node, key="checkpoint.card", list_key="device_transforms")
     with tempfile.TemporaryDirectory(prefix="tubelet-predict-") as tmp:
