@@ -35,8 +35,9 @@ def _rows(text: str) -> list[dict]:
 
 
 def _val_set(cfg: dict, **overrides):
+    """The recipe's own val dataset (the run validated the recipe already)."""
     from tubelet import build
-    build.validate_config(cfg, train_data=False)
+    build._register_builtins(None)
     node = {**cfg["data"]["val"], **overrides}
     return build.build_dataset(node, key="data.val")[0]
 
@@ -62,9 +63,9 @@ def test_checkpoint_carries_class_names_and_eval_preprocessing(trained):
 
 @pytest.mark.slow
 def test_predict_scores_are_evals_scores_and_accuracy_equals_eval(trained, tmp_path):
-    """Per video, predict's mean softmax equals the one computed from the recipe's own val
-    dataset (1x1 and 2x2 views); its top-1 accuracy on the labelled test list equals
-    `tubelet eval`'s val/acc1 at 1x1 views (the same code as the CLI, in-process)."""
+    """Per video, predict's mean softmax over 2x2 views equals the one computed from the
+    recipe's own val dataset with 2x2 views; at 1x1 views its top-1 accuracy on the labelled
+    test list equals `tubelet eval`'s val/acc1 (the CLI's code, in-process)."""
     from tubelet import build
     run_dir, cfg = trained
     model = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
@@ -74,24 +75,23 @@ def test_predict_scores_are_evals_scores_and_accuracy_equals_eval(trained, tmp_p
     val = _val_set(cfg)
     listing = tmp_path / "test.txt"
     listing.write_text("".join(f"{s.path} {s.target}\n" for s in val.samples))
-    for views in ((1, 1), (2, 2)):
-        ds = _val_set(cfg, temporal_views=views[0], spatial_crops=views[1])
-        with torch.no_grad():
-            logits = torch.stack([net(ds[k]["video"][None])[0] for k in range(len(ds))])
-        expected = logits.softmax(-1).view(len(val.samples), -1, logits.shape[-1]).mean(1)
-        code, rows = _predict(run_dir, [listing], top_k=4, views=f"{views[0]}x{views[1]}",
-                              batch_size=5)
-        assert code == 0 and len(rows) == len(val.samples)
-        for row, want, sample in zip(rows, expected, val.samples):
-            assert row["path"] == str(sample.path) and row["label_id"] == sample.target
-            assert row["label"] == val.classes[sample.target]
-            assert row["top_ids"] == want.topk(4).indices.tolist(), row
-            assert row["top"] == [val.classes[k] for k in row["top_ids"]]
-            assert np.allclose(row["scores"], want.topk(4).values.numpy(), atol=2e-6)
+    ds = _val_set(cfg, temporal_views=2, spatial_crops=2)
+    with torch.no_grad():
+        logits = torch.stack([net(ds[k]["video"][None])[0] for k in range(len(ds))])
+    expected = logits.softmax(-1).view(len(val.samples), 4, -1).mean(1)  # views in a row
+    code, rows = _predict(run_dir, [listing], top_k=4, views="2x2", batch_size=5)
+    assert code == 0 and len(rows) == len(val.samples)
+    for row, want, sample in zip(rows, expected, val.samples):
+        assert row["path"] == str(sample.path) and row["label_id"] == sample.target
+        assert row["label"] == val.classes[sample.target]
+        assert row["top_ids"] == want.topk(4).indices.tolist(), row
+        assert row["top"] == [val.classes[k] for k in row["top_ids"]]
+        assert np.allclose(row["scores"], want.topk(4).values.numpy(), atol=2e-6)
     code, rows = _predict(run_dir, [listing], top_k=1, views="1x1")
     accuracy = np.mean([row["top_ids"][0] == row["label_id"] for row in rows])
     metrics = build.evaluate_checkpoint({**cfg, "checkpoint": str(run_dir)})
-    assert accuracy == pytest.approx(metrics["val/acc1"], abs=1e-9), (accuracy, metrics)
+    # acc1 is a float32 mean: equal to 1e-6, far below one video in 12 (0.083)
+    assert accuracy == pytest.approx(metrics["val/acc1"], abs=1e-6), (accuracy, metrics)
 
 
 @pytest.mark.slow
