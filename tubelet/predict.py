@@ -319,9 +319,10 @@ def _batches(loader: DataLoader, device: torch.device,
 
 def _progress(done: int, total: int, start: float, *, last: list[float],
               final: bool = False) -> None:
+    """A line on stderr every PROGRESS_EVERY_S; `last` = [time, count] of the last line."""
     now = time.monotonic()
-    if final or now - last[0] >= PROGRESS_EVERY_S:
-        last[0] = now
+    if (final and done != last[1]) or (not final and now - last[0] >= PROGRESS_EVERY_S):
+        last[0], last[1] = now, done
         print(f"predict: {done}/{total} videos, {done / max(now - start, 1e-9):.1f}/s",
               file=sys.stderr, flush=True)
 
@@ -367,7 +368,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, out: TextIO, to
         classify = card.get("task") == "classification"
         rows = _Rows(dataset, videos=videos, labels=labels, classes=trained.classes,
                      top_k=top_k, out=out, classify=classify)
-        start, last = time.monotonic(), [time.monotonic()]
+        start, last = time.monotonic(), [time.monotonic(), -1]
         for groups, errors in _batches(loader, dev, device_tf):
             for index, error in errors:
                 rows.add(index, error=error)
