@@ -366,8 +366,9 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                       resume=cfg.get("resume"),
                       extra_state={"config_hash": config_hash(cfg), "recipe": cfg,
                                    # class names and eval preprocessing: enough to predict
-                                   CARD_KEY: make_card(cfg, train_set=train_loader.dataset,
-                                                       val_set=getattr(val_loader, "dataset", None))},
+                                   CARD_KEY: make_card(
+                                       cfg, train_set=train_loader.dataset,
+                                       val_set=getattr(val_loader, "dataset", None))},
                       **(cfg.get("schedule") or {}), **train)
     trainer.resume_from_checkpoint()  # decided (or refused) before anything is written
     if run is not None:

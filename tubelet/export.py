@@ -78,9 +78,8 @@ def export_onnx(model: nn.Module, out: Path, *, example: torch.Tensor,
 
 def export(checkpoint: str | Path, out: str | Path, *, encoder: bool = False) -> Path:
     """Write `checkpoint`'s model as `out`, in the format its suffix names."""
-    from tubelet.models.weights import export_safetensors
-    from tubelet.trained import _read
-    from tubelet.models.weights import resolve_checkpoint
+    from tubelet.models.weights import export_safetensors, resolve_checkpoint
+    from tubelet.trained import read_weights_and_card
     out = Path(out)
     if out.suffix not in FORMATS:
         raise ConfigError(f"export: {out}: unknown format {out.suffix!r}; the suffix is one of "
@@ -89,7 +88,8 @@ def export(checkpoint: str | Path, out: str | Path, *, encoder: bool = False) ->
         if encoder:
             raise ConfigError("export: --encoder is for .onnx (a .safetensors export holds all "
                               "the weights)")
-        _, card, _ = _read(resolve_checkpoint(checkpoint, key="checkpoint"))
+        path = resolve_checkpoint(checkpoint, key="checkpoint")
+        _, card, _ = read_weights_and_card(path)
         return export_safetensors(checkpoint, out, metadata=to_metadata(card) if card else None)
     try:
         import onnx  # noqa: F401

@@ -29,8 +29,10 @@ class Trained:
         return self.card.get("classes") or None
 
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, str | None]:
-    """(weights, card, why no class names)."""
+def read_weights_and_card(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None,
+                                                str | None]:
+    """(weights, card or None, why the class names are missing or None) of a checkpoint file
+    or a .safetensors export."""
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -57,7 +59,7 @@ def load_trained(checkpoint: str | Path) -> Trained:
     from tubelet.engine.checkpoint import model_mismatch
     from tubelet.models.weights import resolve_checkpoint
     path = resolve_checkpoint(checkpoint, key="checkpoint")
-    weights, card, why = _read(path)
+    weights, card, why = read_weights_and_card(path)
     if card is None:
         raise ConfigError(f"checkpoint: {path}: holds no model card or recipe, so it cannot "
                           "say how to build the model and preprocess a clip (a foreign "
