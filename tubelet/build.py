@@ -31,6 +31,7 @@ from tubelet.engine.evaluate import run_eval
 from tubelet.engine.threads import check_threads, set_threads
 from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, open_log_file, setup_text_log
+from tubelet.model_card import CARD_KEY, make_card
 from tubelet.rundir import RunDir, resolve_run_dir
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
                               ConfigError, build)
@@ -380,7 +381,11 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                       train_sampler=sampler, val_loader=val_loader, run_dir=run_dir,
                       base_lr=base_lr, logger=logger, device=device, hooks=hooks,
                       resume=cfg.get("resume"),
-                      extra_state={"config_hash": config_hash(cfg), "recipe": cfg},
+                      extra_state={"config_hash": config_hash(cfg), "recipe": cfg,
+                                   # class names and eval preprocessing: enough to predict
+                                   CARD_KEY: make_card(
+                                       cfg, train_set=train_loader.dataset,
+                                       val_set=getattr(val_loader, "dataset", None))},
                       tester=tester, **(cfg.get("schedule") or {}), **train)
     trainer.resume_from_checkpoint()  # decided (or refused) before anything is written
     if run is not None:

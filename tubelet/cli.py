@@ -29,7 +29,11 @@ tubelet eval RECIPE.yaml checkpoint=PATH [...]     evaluate a checkpoint file, r
 tubelet test RECIPE.yaml [checkpoint=PATH] [...]   test on data.test (default: the run dir's
                                                    train.test_checkpoint); results in the run dir
 tubelet config RECIPE.yaml [key.sub=value ...]     print the resolved, validated recipe
-tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
+tubelet export CHECKPOINT|RUN_DIR OUT.safetensors|OUT.onnx [--encoder]
+                                                   weights with class names, or ONNX
+tubelet predict CHECKPOINT|RUN_DIR INPUT... [--top-k 5 --views TxS --window S --stride S]
+                                                   top-k classes of videos, folders or
+                                                   lists, as JSON lines
 tubelet run EXPERIMENT.yaml [key=value ...]        linked stages (pretrain -> finetune -> test),
                                                    resumable; docs/experiments.md
 tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
@@ -37,6 +41,7 @@ tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, deco
 tubelet COMMAND --help                             one command's arguments and defaults
 
 exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
+            4 predict: some videos could not be read (their rows carry "error"),
             75 preempted by SIGTERM/SIGUSR1 after saving a checkpoint (requeue, resume=auto),
             130 interrupted by Ctrl-C after saving a checkpoint (a second Ctrl-C: no save)
 """
@@ -64,11 +69,17 @@ def _parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS.items():
         s = sub.add_parser(name, help=text, description=text)
         _recipe_arguments(s)
-    text = "Write a checkpoint's model weights as a .safetensors file."
+    text = ("Write a checkpoint's model as .safetensors (weights, with class names and eval "
+            "preprocessing in the metadata) or .onnx (the classifier, dynamic batch); the "
+            "format is OUT's suffix.")
     export = sub.add_parser("export", help=text, description=text)
     export.add_argument("checkpoint", type=Path, metavar="CHECKPOINT|RUN_DIR",
                         help="a checkpoint file, or a run directory (its checkpoints/last.pt)")
-    export.add_argument("out", type=Path, metavar="OUT.safetensors", help="the file to write")
+    export.add_argument("out", type=Path, metavar="OUT.safetensors|OUT.onnx",
+                        help="the file to write")
+    export.add_argument("--encoder", action="store_true",
+                        help=".onnx: the encoder alone, video -> pooled features (B, D)")
+    _predict_parser(sub)
     text = ("Run an experiment's stages in order (each a recipe, overrides and a command), "
             "skipping finished ones and resuming the interrupted one; writes experiment.json.")
     run = sub.add_parser("run", help=text, description=text)
@@ -106,6 +117,43 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _predict_parser(sub: argparse._SubParsersAction) -> None:
+    text = ("Top-k classes of videos as JSON lines (stdout or --out), with the checkpoint's own "
+            "class names and eval preprocessing. INPUT: video files, folders (recursive), a "
+            "video_list .txt, a Kinetics .csv or an SSv2 .json. Exit 4 when some videos could "
+            "not be read (one row with \"error\" each).")
+    p = sub.add_parser("predict", help=text, description=text)
+    p.add_argument("checkpoint", type=Path, metavar="CHECKPOINT|RUN_DIR",
+                   help="a checkpoint file, a run directory or a .safetensors export")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="videos, folders or lists")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="classes per row (default: 5)")
+    p.add_argument("--views", metavar="TxS", help="temporal views x spatial crops per video "
+                   "(default: the recipe's data.val)")
+    p.add_argument("--window", type=float, metavar="S", help="also predict windows of S seconds")
+    p.add_argument("--stride", type=float, metavar="S", help="seconds between windows "
+                   "(default: --window)")
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the rows here, not stdout")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N", help="clips per forward "
+                   "(default: 8)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--workers", type=int, default=2, metavar="N",
+                   help="decoding processes (default: 2; 0 decodes in this process)")
+    p.add_argument("--root", type=Path, metavar="DIR", help="where a .csv/.json list's videos "
+                   "are (default: the list's folder)")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tubelet.predict import predict
+    kwargs = dict(top_k=args.top_k, views=args.views, window_s=args.window, stride_s=args.stride,
+                  batch_size=args.batch_size, device=args.device, num_workers=args.workers,
+                  root=args.root)
+    if args.out is None:
+        return predict(args.checkpoint, args.inputs, out=sys.stdout, **kwargs)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w") as out:
+        return predict(args.checkpoint, args.inputs, out=out, **kwargs)
+
+
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", type=Path, metavar="RECIPE.yaml", help="the recipe")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key.sub=value",
@@ -114,13 +162,15 @@ def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
-        from tubelet.models.weights import export_safetensors
-        print(f"wrote {export_safetensors(args.checkpoint, args.out)}")
+        from tubelet.export import export
+        print(f"wrote {export(args.checkpoint, args.out, encoder=args.encoder)}")
         return 0
     if args.command == "run":  # each stage is one of the commands here, run as a child
         from tubelet.experiment import run_experiment
         return run_experiment(args.experiment, args.overrides, dry_run=args.dry_run,
                               commands=tuple(c for c in COMMANDS if c != "config"))
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)
     if args.command == "data" and args.layout is not None:

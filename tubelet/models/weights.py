@@ -291,11 +291,13 @@ def load_pretrained(model: nn.Module, path: str | Path) -> LoadReport:
     return report
 
 
-def export_safetensors(path: str | Path, out: str | Path) -> Path:
-    """Write the model weights of a checkpoint (or run directory) as a `.safetensors` file."""
+def export_safetensors(path: str | Path, out: str | Path, *,
+                       metadata: dict[str, str] | None = None) -> Path:
+    """Write the model weights of a checkpoint (or run directory) as a `.safetensors` file,
+    with string `metadata` in its header (the model card, see tubelet/model_card.py)."""
     from safetensors.torch import save_file
     state = {k: v.contiguous() for k, v in read_state_dict(path, key="checkpoint").items()}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out))
+    save_file(state, str(out), metadata=metadata)
     return out

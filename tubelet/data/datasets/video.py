@@ -67,10 +67,12 @@ class VideoDataset(ClipDataset):
              num_views: int, num_frames: int | None = None) -> torch.Tensor:
         info = self.infos[i]
         assert info is not None, "a bad sample is never loaded"
-        indices = clip_indices(info.num_frames, fps=info.fps, sampling=self.sampling,
+        first, count = self.frame_span(i, info.num_frames)
+        indices = clip_indices(count, fps=info.fps, sampling=self.sampling,
                                num_frames=num_frames or self.num_frames, stride=self.stride,
                                target_fps=self.target_fps, generator=generator, view=view,
                                num_views=num_views)
+        indices = [first + k for k in indices]
         path = self.samples.paths[i]  # type: ignore[attr-defined]
         if path.is_dir():  # a frame folder: the frame-folder backend
             files = frame_files(path)
@@ -80,6 +82,11 @@ class VideoDataset(ClipDataset):
         else:
             frames = decode_frames(path, indices, backend=self.backend, info=info)
         return frames.permute(3, 0, 1, 2)  # (T,H,W,C) -> (C,T,H,W)
+
+    def frame_span(self, i: int, num_frames: int) -> tuple[int, int]:
+        """(first frame, frame count) of the part of sample `i` its clips come from: the whole
+        video here; a time window of it in `tubelet predict --window` (tubelet/predict.py)."""
+        return 0, num_frames
 
 
 def default_index_file(index_file: str | None, annotations: Path) -> Path:

@@ -1,0 +1,121 @@
+"""What travels with a trained model so that a checkpoint alone is enough to predict: the class
+names and the recipe's eval preprocessing (clip sampling, views, transforms), beside the model
+node that builds the network.
+
+The card is plain data (str, int, float, bool, None, lists, dicts), so a checkpoint holding it
+still loads with `torch.load(..., weights_only=True)`; a `.safetensors` export holds it as JSON
+in its metadata under "tubelet", an ONNX export in its metadata_props under the same name.
+
+    {"version": 1,
+     "classes": ["move_left_slow", ...] | None,    # None: the dataset had no names
+     "model": {"type": "vit", ...},                # the recipe's model node (no `pretrained`)
+     "task": "classification",
+     "clip": {"num_frames": 8, "stride": 2, "sampling": "interval", "target_fps": None,
+              "temporal_views": 1, "spatial_crops": 1},
+     "transforms": [{"type": "normalize", "mean": [...], "std": [...]}],
+     "device_transforms": [],
+     "source": "data.val",                         # the split the preprocessing came from
+     "imports": []}                                # the recipe's plugin modules
+
+A checkpoint written before cards existed still has its resolved recipe: `card_from_recipe`
+reads the same facts from it (the dataset constructor's defaults fill what the node left
+out), without class names.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from tubelet.registry import DATASETS, ConfigError
+
+CARD_KEY = "inference"  # the checkpoint key; "tubelet" in safetensors / ONNX metadata
+METADATA_KEY = "tubelet"
+CARD_VERSION = 1
+# how a dataset samples an eval clip: the VideoDataset attributes (and constructor keywords)
+CLIP_KEYS = ("num_frames", "stride", "sampling", "target_fps", "temporal_views",
+             "spatial_crops")
+
+
+def dataset_classes(dataset: Any) -> list[str] | None:
+    """The class names of a built dataset (`classes`), looking through `repeat` wrappers;
+    None when it has none (features, composed sets, regression)."""
+    while dataset is not None and not hasattr(dataset, "classes") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return [str(c) for c in classes] if classes else None
+
+
+def _clip_of(dataset: Any) -> dict[str, Any]:
+    clip = {k: getattr(dataset, k) for k in CLIP_KEYS if hasattr(dataset, k)}
+    return {k: (float(v) if k == "target_fps" and v is not None else v) for k, v in clip.items()}
+
+
+def make_card(cfg: dict[str, Any], *, train_set: Any, val_set: Any | None) -> dict[str, Any]:
+    """The card of a run: class names from the train set, preprocessing from the val set (the
+    train set's, views 1, when there is no `data.val`: eval-mode transforms are deterministic)."""
+    source = "data.val" if val_set is not None else "data.train"
+    node = cfg["data"]["val" if val_set is not None else "train"]
+    clip = _clip_of(val_set if val_set is not None else train_set)
+    if val_set is None:
+        clip.update(temporal_views=1, spatial_crops=1)
+    return {"version": CARD_VERSION, "classes": dataset_classes(train_set),
+            "model": {k: v for k, v in cfg["model"].items() if k != "pretrained"},
+            "task": (cfg.get("task") or {}).get("type"), "clip": clip,
+            "transforms": list(node.get("transforms") or []),
+            "device_transforms": list(node.get("device_transforms") or []), "source": source,
+            "imports": list(cfg.get("imports") or [])}
+
+
+def card_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The card of a checkpoint saved before cards existed, from its resolved recipe: clip
+    options the node leaves out are the dataset constructor's defaults. No class names."""
+    data = recipe.get("data") or {}
+    source = "data.val" if data.get("val") else "data.train"
+    node = data.get("val") or data.get("train") or {}
+    defaults = {}
+    if node.get("type") in DATASETS.names():
+        import tubelet.data.datasets  # noqa: F401 - registers the formats
+        params = inspect.signature(DATASETS.get(node["type"])).parameters
+        defaults = {k: p.default for k, p in params.items()
+                    if k in CLIP_KEYS and p.default is not inspect.Parameter.empty}
+    clip = {k: node.get(k, defaults.get(k)) for k in CLIP_KEYS if k in node or k in defaults}
+    if source == "data.train":
+        clip.update(temporal_views=1, spatial_crops=1)
+    return {"version": CARD_VERSION, "classes": None,
+            "model": {k: v for k, v in recipe["model"].items() if k != "pretrained"},
+            "task": (recipe.get("task") or {}).get("type"), "clip": clip,
+            "transforms": list(node.get("transforms") or []),
+            "device_transforms": list(node.get("device_transforms") or []), "source": source,
+            "imports": list(recipe.get("imports") or [])}
+
+
+def card_of_checkpoint(state: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """(card, why the class names are missing or None). The card is None when the checkpoint
+    holds neither a card nor a recipe (a foreign checkpoint)."""
+    card = state.get(CARD_KEY)
+    if isinstance(card, dict):
+        why = None if card.get("classes") else "the training dataset had no class names"
+        return card, why
+    if isinstance(state.get("recipe"), dict) and isinstance(state["recipe"].get("model"), dict):
+        return card_from_recipe(state["recipe"]), ("the checkpoint was saved before class "
+                                                   "names were stored with the model")
+    return None, None
+
+
+def to_metadata(card: dict[str, Any]) -> dict[str, str]:
+    """The card as string metadata (safetensors and ONNX hold str -> str)."""
+    return {METADATA_KEY: json.dumps(card, sort_keys=True)}
+
+
+def from_metadata(metadata: dict[str, str] | None, *, where: str) -> dict[str, Any] | None:
+    text = (metadata or {}).get(METADATA_KEY)
+    if text is None:
+        return None
+    try:
+        card = json.loads(text)
+    except ValueError:
+        raise ConfigError(f"{where}: its '{METADATA_KEY}' metadata is not JSON") from None
+    if not isinstance(card, dict):
+        raise ConfigError(f"{where}: its '{METADATA_KEY}' metadata is not a JSON object")
+    return card
