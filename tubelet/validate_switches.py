@@ -97,7 +97,7 @@ def check_schedule(node: dict[str, Any]) -> None:
                           f"{did_you_mean(str(kind), SCHEDULES)}")
     takes = SHAPE_KEYS[kind]
     for k in ("min_lr", "power", "step_size", "gamma", "milestones"):
-        if k in node and k not in takes:
+        if node.get(k) is not None and k not in takes:
             users = [t for t, keys in SHAPE_KEYS.items() if k in keys]
             raise ConfigError(f"schedule.{k}: not used by schedule.type {kind!r} (only by "
                               f"{', '.join(users)})")
