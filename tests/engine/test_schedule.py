@@ -1,6 +1,6 @@
 """Schedules (engine/schedule.py) against hand-computed values, per-module lr/decay multipliers
-(`optimizer.custom_keys`) composed with layer decay, and an exact resume mid-warmup and right at
-a step drop."""
+(`optimizer.custom_keys`) composed with layer decay, and an exact resume mid-warmup and across
+a step drop (with repeated augmentation on)."""
 from __future__ import annotations
 
 import json
@@ -110,7 +110,7 @@ SCHEDULE = ["schedule.type=multistep", "schedule.milestones=[2]", "schedule.gamm
 def args(root: Path, run_dir: str, *extra: str) -> list[str]:
     return ["train", str(DEBUG_RECIPE), f"data.train.root={root}", f"run.dir={run_dir}",
             "train.checkpoint_interval=1", "train.keep_last=100", "train.threads=1",
-            "train.log_interval=1", *SCHEDULE, *extra]
+            "train.log_interval=1", "data.train.num_sample=2", *SCHEDULE, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,8 @@ def test_resume_mid_warmup_then_across_the_drop_is_exact(tmp_path, tiny_data_roo
                                                          reference_dir):
     """One resumed process covers both: it starts at step 3 of the 6-step warmup and applies
     the drop at step 12 itself (the lr is a function of the step alone, so a resume at the
-    drop has nothing more to restore)."""
+    drop has nothing more to restore). The runs also use repeated augmentation
+    (num_sample 2), whose clips must come back the same after the resume."""
     lrs = train_lrs(reference_dir)
     assert lrs[3] == pytest.approx(1e-3 * 2 / 6) and lrs[12] == pytest.approx(1e-3)
     assert lrs[13] == pytest.approx(1e-4) and lrs[18] == pytest.approx(1e-4)
