@@ -21,6 +21,8 @@ RESUME_ALLOWED = (
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
     "data.val_batch_size", "resume", "run", "checkpoint", "distributed.timeout_s",
     "distributed.backend", "distributed.strategy",
+    # run switches: they change the float rounding, not the model or the data
+    "model.grad_checkpointing", "train.compile", "train.channels_last",
 )
 
 

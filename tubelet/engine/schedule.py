@@ -63,13 +63,14 @@ def epochs_to_steps(epochs: float, *, total_steps: int, num_epochs: int) -> int:
 
 
 def lr_schedule(*, base_lr: float, total_steps: int, epochs: int, type: str = "cosine",
-                warmup_epochs: float = 0.0, min_lr: float = 0.0,
+                warmup_epochs: float = 0.0, min_lr: float | None = 0.0,
                 milestones: list[float] | None = None, step_size: float | None = None,
                 gamma: float = 0.1, power: float = 1.0) -> Callable[[int], float]:
     """The lr as a function of the optimizer step, for a `schedule:` section (`type` and the
     keys that type reads; `tubelet.validate_switches` refuses the others before a run starts).
     `milestones` and `step_size` are in epochs, like `warmup_epochs`."""
     assert type in SCHEDULES, type  # validated with the recipe
+    min_lr = min_lr or 0.0  # null: unset, e.g. a step schedule over a base recipe's cosine
     warmup_steps = epochs_to_steps(warmup_epochs, total_steps=total_steps, num_epochs=epochs)
     if warmup_steps >= total_steps > 0:  # warn: shortened smoke runs are legitimate
         log.warning("schedule.warmup_epochs: %g epochs (%d steps) is not shorter than the run "
