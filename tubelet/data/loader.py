@@ -141,4 +141,5 @@ def build_loader(dataset: Dataset, *, sampler: Sampler, batch_size: int | None =
     else:
         kwargs.update(batch_size=batch_size, sampler=sampler)
     return DataLoader(dataset, num_workers=num_workers, pin_memory=pin_memory,
-                      collate_fn=collate_fn, generator=torch.Generator().manual_seed(seed), **kwargs)
+                      generator=torch.Generator().manual_seed(seed), collate_fn=collate_fn,
+                      **kwargs)
