@@ -7,7 +7,8 @@
 
 Every arm runs in a fresh subprocess (one per arm and repetition, alternating which goes
 first), so peak RSS (`ru_maxrss` of the child) is that arm's alone and no arm warms another's
-caches. Step times are medians over the timed steps after `--warmup` untimed ones (compile:
+caches. Step times (wall, and `cpu_s`, the process's CPU seconds, which a busy machine
+stretches less) are medians over the timed steps after `--warmup` untimed ones (compile:
 the first step, which compiles, is reported apart as the compile time). Prints each
 repetition, then the median ratio (switch / plain) last.
 
@@ -53,6 +54,9 @@ def run_child(kind: str, arm: str, opts: dict) -> dict:
             "channels_last": step_channels_last, "num_sample": step_num_sample}[kind](arm, opts)
 
 
+CPU_TIMES: list[float] = []  # process CPU seconds of each timed step: less load-bound than wall
+
+
 def timed_steps(step, *, warmup: int, steps: int) -> tuple[list[float], float]:
     first = time.perf_counter()
     step()
@@ -61,9 +65,10 @@ def timed_steps(step, *, warmup: int, steps: int) -> tuple[list[float], float]:
         step()
     times = []
     for _ in range(steps):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - t)
+        CPU_TIMES.append(time.process_time() - c)
     return times, first
 
 
@@ -171,6 +176,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         result = run_child(sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
         result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["cpu_s"] = statistics.median(CPU_TIMES)
         print(json.dumps(result))
         return
     p = argparse.ArgumentParser()
