@@ -52,6 +52,8 @@ BAD = [
      "backbone), not to model 'vit'; remove the key"),
     (Q, ["data.train.num_sample=0"], "data.train.num_sample: expected an integer >= 1, got 0"),
     (Q, ["data.train.num_sample=1.5"], "data.train.num_sample: expected an integer >= 1, got 1.5"),
+    (Q, ["data.train.num_sample=1000000000000"],
+     "data.train.num_sample: 1000000000000 is out of range (an integer here is below 2**31)"),
     (Q, ["data.val.num_sample=2"],
      "data.val.num_sample: repeated augmentation is for data.train only"),
 ]

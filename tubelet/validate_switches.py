@@ -80,6 +80,8 @@ def _check_num_sample(data: dict[str, Any]) -> None:
             raise ConfigError(f"{key}: repeated augmentation is for data.train only")
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"{key}: expected an integer >= 1, got {k!r}")
+        if k >= 2**31:  # as every count of a recipe (tubelet.validate._too_big)
+            raise ConfigError(f"{key}: {k} is out of range (an integer here is below 2**31)")
         if k > 1 and data.get("dynamic_batch") is not None:
             raise ConfigError(f"{key}: does not combine with data.dynamic_batch (its pixel "
                               "budget counts one clip per sample)")
