@@ -22,11 +22,13 @@ from tubelet.data.batches import BadData, BatchStream
 from tubelet.data.datasets.base import require_labels
 from tubelet.data.dynamic_batch import DynamicBatchSampler, check_dynamic_dataset
 from tubelet.data.loader import ResumableSampler, ShardSampler, build_loader
+from tubelet.data.repeated_aug import RepeatedCollate, set_num_sample
 from tubelet.engine import parallel, streams
 from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
 from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.optim import GROUP_KEYS, param_groups
-from tubelet.engine.schedule import scaled_lr
+from tubelet.engine.schedule import lr_schedule, scaled_lr
+from tubelet.engine.switches import compile_model, set_grad_checkpointing, use_channels_last
 from tubelet.engine.evaluate import run_eval
 from tubelet.engine.threads import check_threads, set_threads
 from tubelet.engine.trainer import Trainer
@@ -38,6 +40,7 @@ from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSF
 from tubelet.validate import RUNTIME, TRAIN_EXTRA_TYPES, check_recipe
 from tubelet.validate_schema import SCHEMA_VERSION, describe, save_schema
 from tubelet.validate_cross import input_shape
+from tubelet.validate_switches import MODEL_BUILDER_KEYS
 
 log = logging.getLogger("tubelet")
 _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/file.txt:3: ..."
@@ -45,10 +48,12 @@ _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/fi
 # Trainer arguments that the builder supplies; every other Trainer keyword is a `train:` key.
 TRAINER_RUNTIME = {"model", "task", "optimizer", "train_loader", "train_sampler", "val_loader",
                    "run_dir", "base_lr", "logger", "hooks", "resume", "extra_state", "device",
-                   "warmup_epochs", "min_lr", "tester"}
+                   "warmup_epochs", "min_lr", "tester", "schedule"}
 # `train:` keys the builder itself consumes
-TRAIN_EXTRA = {"device", "tensorboard", "progress", "threads", "test_checkpoint"}
-SCHEDULE_KEYS = {"warmup_epochs", "min_lr"}  # the Trainer keywords fed by `schedule:`
+TRAIN_EXTRA = {"device", "tensorboard", "progress", "threads", "test_checkpoint", "compile",
+               "channels_last"}
+SCHEDULE_KEYS = {"warmup_epochs", "min_lr"}  # Trainer keywords fed by `schedule:`; the rest
+# of the section (type, milestones, ...) goes to the Trainer's `schedule` (engine/schedule.py)
 DATA_TRANSFORM_KEYS = ("transforms", "device_transforms")  # lists a data split node may hold
 SAMPLER_RUNTIME = ("num_samples", "seed", "rank", "world_size")  # what the builder passes
 
@@ -149,6 +154,8 @@ def dry_forward(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
         if isinstance(e, ConfigError) and str(e).startswith("model"):
             raise
         raise ConfigError(f"model: {_first_line(e)}") from None
+    if (cfg["optimizer"] or {}).get("custom_keys"):  # each pattern must name some parameter
+        param_groups(model, weight_decay=0.0, custom_keys=cfg["optimizer"]["custom_keys"])
     shape = input_shape(cfg, schema)
     if shape is None:
         return
@@ -183,12 +190,13 @@ def schema(imports: list[str] | None = None) -> dict[str, Any]:
         runtime = RUNTIME.get(kind, ())
         registries[kind] = {name: describe(reg.get(name), runtime=runtime) for name in reg.names()}
     for spec in registries["optimizer"].values():  # the builder's own optimizer keys
-        spec["params"].update({k: ["float | None", False, None] for k in GROUP_KEYS})
+        spec["params"].update({k: ["dict | None" if k == "custom_keys" else "float | None",
+                                   False, None] for k in GROUP_KEYS})
     train = describe(Trainer, runtime=tuple(TRAINER_RUNTIME))
     train["params"].update({k: [TRAIN_EXTRA_TYPES.get(k, ""), False, None] for k in TRAIN_EXTRA})
     trainer = describe(Trainer)["params"]
     sections = {"train": train, "data": describe(DataOptions),
-                "schedule": {"params": {k: trainer[k] for k in SCHEDULE_KEYS}, "kwargs": False},
+                "schedule": describe(lr_schedule, runtime=("base_lr", "total_steps", "epochs")),
                 "distributed": describe(DistributedOptions),
                 "dynamic_batch": describe(DynamicBatchSampler, runtime=SAMPLER_RUNTIME),
                 "early_stop": describe(EarlyStopping, runtime=("metric", "mode")),
@@ -197,14 +205,17 @@ def schema(imports: list[str] | None = None) -> dict[str, Any]:
 
 
 def model_spec(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The `model:` node without `pretrained`, which the builder consumes (`build_model`)."""
-    return {k: v for k, v in cfg["model"].items() if k != "pretrained"}
+    """The `model:` node without `pretrained` and `grad_checkpointing`, which the builder
+    consumes (`build_model`)."""
+    return {k: v for k, v in cfg["model"].items() if k not in MODEL_BUILDER_KEYS}
 
 
 def build_model(cfg: dict[str, Any], *, load_pretrained: bool = True) -> nn.Module:
     """The model; `model.pretrained: PATH` (a checkpoint file, or a run directory, meaning its
     checkpoints/last.pt) loads foreign or our weights through `models.weights`."""
     model = build_at(model_spec(cfg), MODELS, key="model")
+    if cfg["model"].get("grad_checkpointing"):
+        set_grad_checkpointing(model)
     path = cfg["model"].get("pretrained")
     if path and load_pretrained:
         from tubelet.models.weights import load_pretrained as load
@@ -248,7 +259,7 @@ def build_dataset(node: dict[str, Any], *, key: str) -> tuple[Any, Any]:
     """(dataset, device transform or None). `transforms` run in the loader workers,
     `device_transforms` on the batch after transfer (the dataset then yields uint8 clips)."""
     device_transform = build_transforms(node, key=key, list_key="device_transforms")
-    spec = {k: v for k, v in node.items() if k not in DATA_TRANSFORM_KEYS}
+    spec = {k: v for k, v in node.items() if k not in (*DATA_TRANSFORM_KEYS, "num_sample")}
     if device_transform is not None:
         spec["to_float"] = False
     dataset = build_at(spec, DATASETS, key=key,
@@ -294,7 +305,11 @@ def build_loaders(data: DataOptions, *, seed: int, device: torch.device, train: 
         train_set, device_tf = build_dataset(data.train, key="data.train")
         require_labels(train_set, key="data.train")
         sampler = build_train_sampler(data, train_set, seed=seed)
-        train_loader = _stream(build_loader(train_set, sampler=sampler, **common),
+        num_sample = data.train.get("num_sample", 1)  # repeated augmentation: data/repeated_aug.py
+        collate = None if num_sample == 1 else RepeatedCollate(
+            num_sample, set_num_sample(train_set, num_sample, key="data.train"))
+        train_loader = _stream(build_loader(train_set, sampler=sampler, collate_fn=collate,
+                                            **common),
                                train_set, device_tf, split="train", seed=seed, data=data,
                                device=device, run_dir=run_dir)
     if data.val:
@@ -326,7 +341,7 @@ def build_optimizer(node: dict[str, Any], model: nn.Module, *,
     kwargs = {k: v for k, v in node.items() if k not in ("type", *GROUP_KEYS)}
     lr = scaled_lr(lr=kwargs.pop("lr", None), blr=node.get("blr"), total_batch_size=total_batch_size)
     groups = param_groups(model, weight_decay=kwargs.pop("weight_decay", 0.0),
-                          layer_decay=node.get("layer_decay"))
+                          layer_decay=node.get("layer_decay"), custom_keys=node.get("custom_keys"))
     return build_at({"type": node["type"], **kwargs}, OPTIMIZERS, key="optimizer",
                     params=groups, lr=lr), lr
 
@@ -362,7 +377,11 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                                                       run_dir=run_dir)
     set_threads(train.pop("threads", "auto"), num_workers=data.num_workers)  # once data is sure
 
-    model = wrap_model(build_model(cfg).to(device), dist_opts, device)
+    model = build_model(cfg).to(device)
+    if train.pop("channels_last", False):  # before DDP: its buckets follow the layout
+        use_channels_last(model)
+    model = wrap_model(model, dist_opts, device)
+    compile_model(model, train.pop("compile", False))  # in place: names stay unprefixed
     task = build_at(cfg["task"], TASKS, key="task").to(device)
     total_batch = data.batch_size * dist.get_world_size() * train.get("accum_steps", 1)
     # after wrapping: FSDP2 replaces the parameters with sharded ones in place
@@ -372,6 +391,7 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     # the weights above came from `seed` on every rank; masks, drop-path and mixup now draw
     # from each rank's own stream (rank r: seed + r; rank 0 unchanged), see engine/streams.py
     streams.seed_rank_stream(seed, rank=dist.get_rank())
+    schedule = cfg.get("schedule") or {}
     logger = RunLogger(run_dir, enabled=dist.is_main(), tensorboard=train.pop("tensorboard", True),
                        progress=train.pop("progress", None))
     tester = build_test_stage(data, task=task, seed=seed, device=device, run_dir=run_dir,
@@ -386,7 +406,9 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                                    CARD_KEY: make_card(
                                        cfg, train_set=train_loader.dataset,
                                        val_set=getattr(val_loader, "dataset", None))},
-                      tester=tester, **(cfg.get("schedule") or {}), **train)
+                      tester=tester,
+                      schedule={k: v for k, v in schedule.items() if k not in SCHEDULE_KEYS},
+                      **{k: v for k, v in schedule.items() if k in SCHEDULE_KEYS}, **train)
     trainer.resume_from_checkpoint()  # decided (or refused) before anything is written
     if run is not None:
         run.commit(dump_config(cfg))

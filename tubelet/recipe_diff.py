@@ -22,6 +22,8 @@ RESUME_ALLOWED = (
     "data.val_batch_size", "data.test", "train.test_checkpoint", "resume", "run", "checkpoint",
     "distributed.timeout_s",
     "distributed.backend", "distributed.strategy",
+    # run switches: they change the float rounding, not the model or the data
+    "model.grad_checkpointing", "train.compile", "train.channels_last",
 )
 
 

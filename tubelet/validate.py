@@ -26,6 +26,7 @@ from typing import Any
 from tubelet.rundir import RESUME_MODES
 from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean, value_kind
 from tubelet.validate_schema import Spec
+from tubelet.validate_switches import MODEL_BUILDER_KEYS, check_switches
 
 # Arguments the builder passes itself: never recipe keys.
 RUNTIME = {"dataset": ("transform", "to_float"), "head": ("in_features",),
@@ -78,7 +79,9 @@ RANGES: dict[str, Range | OneOf] = {
     "log_interval": _POS, "best_mode": OneOf(("max", "min")), "patience": _NONNEG,
     "min_delta": _NONNEG, "train.test_checkpoint": OneOf(("last", "best")),
     "nan_guard": OneOf(("stop", "skip", "off")), "nan_skip_limit": _POS,
-    "warmup_epochs": _NONNEG, "min_lr": _NONNEG, "batch_size": _POS, "val_batch_size": _POS,
+    "warmup_epochs": _NONNEG, "min_lr": _NONNEG, "schedule.gamma": Range(0, 1, lo_open=True),
+    "schedule.power": Gt(0), "schedule.step_size": Gt(0), "schedule.milestones": Gt(0),
+    "batch_size": _POS, "val_batch_size": _POS,
     "num_workers": _NONNEG, "prefetch_factor": _POS, "max_bad_fraction": _UNIT,
     "max_pixels": _POS, "aspect_ratios": Gt(0), "multiple_of": _POS,
     "strategy": OneOf(("ddp", "fsdp", "none")),
@@ -92,7 +95,8 @@ PATHS = {"annotations": "file", "labels": "file", "classes_from": "file", "datas
 MAY_BE_MISSING = {"dataset.synthetic_actions.root"}
 # Types of the `train:` keys the builder consumes itself (no signature carries them).
 TRAIN_EXTRA_TYPES = {"device": "str", "tensorboard": "bool", "progress": "bool | None",
-                     "threads": "int | str", "test_checkpoint": "str"}
+                     "threads": "int | str", "test_checkpoint": "str",
+                     "compile": "bool | dict | None", "channels_last": "bool"}
 
 
 def _lookup(table: dict[str, Any], kind: str, type_name: str | None, name: str) -> Any:
@@ -119,6 +123,8 @@ class _Check:
                               f"{did_you_mean(str(name), entries)}")
         lists = ("transforms", "device_transforms") if device_transforms else ("transforms",)
         kwargs = {k: v for k, v in value.items() if k != "type"}
+        if device_transforms:  # a data split: the builder's num_sample (validate_switches)
+            kwargs.pop("num_sample", None)
         if kind == "dataset":
             for list_key in lists:
                 steps = kwargs.pop(list_key, None)
@@ -203,7 +209,7 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
     from tubelet.validate_cross import check_cross  # noqa: PLC0415 - a sibling, split for size
     c = _Check(schema, check_paths=check_paths, skip_paths=() if train_data else ("data.train",))
     model = cfg["model"]
-    c.node({k: v for k, v in model.items() if k != "pretrained"}, "model", "model")
+    c.node({k: v for k, v in model.items() if k not in MODEL_BUILDER_KEYS}, "model", "model")
     pretrained = model.get("pretrained")
     if pretrained is not None:
         if not isinstance(pretrained, str) or not pretrained:
@@ -224,6 +230,7 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
     if isinstance(resume, str) and resume not in RESUME_MODES and not Path(resume).is_file():
         raise ConfigError(f"resume: checkpoint {resume!r} not found")
     check_cross(cfg, schema)
+    check_switches(cfg, schema)
 
 
 # ---- annotations: parsed from their source text, so a cached schema needs no imports ----

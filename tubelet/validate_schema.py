@@ -33,7 +33,9 @@ def describe(target: Any, *, runtime: tuple[str, ...] = ()) -> Spec:
     cls = getattr(target, "func", target)
     return {"params": out, "kwargs": takes_kwargs,
             "sets_size": bool(getattr(cls, "sets_size", False)),
-            "layer_ids": callable(getattr(cls, "get_layer_id", None))}
+            "layer_ids": callable(getattr(cls, "get_layer_id", None)),
+            "grad_checkpointing": callable(getattr(cls, "set_grad_checkpointing", None)),
+            "channels_last": getattr(cls, "channels_last_3d", False) is True}
 
 
 def _plain(value: Any) -> Any:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 import signal
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -127,7 +127,8 @@ class _WorkerSeed:
 def build_loader(dataset: Dataset, *, sampler: Sampler, batch_size: int | None = None,
                  num_workers: int = 0, seed: int = 0, rank: int = 0, epoch: int = 0,
                  pin_memory: bool = False, prefetch_factor: int | None = None,
-                 persistent_workers: bool = False) -> DataLoader:
+                 persistent_workers: bool = False,
+                 collate_fn: Callable[[list[Any]], Any] | None = None) -> DataLoader:
     """A DataLoader whose own generator is seeded here, so building one never draws from the
     global torch RNG (which would shift dropout randomness after a resume). Without
     `batch_size`, `sampler` is a batch sampler (it yields lists of keys)."""
@@ -140,4 +141,5 @@ def build_loader(dataset: Dataset, *, sampler: Sampler, batch_size: int | None =
     else:
         kwargs.update(batch_size=batch_size, sampler=sampler)
     return DataLoader(dataset, num_workers=num_workers, pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(seed), **kwargs)
+                      generator=torch.Generator().manual_seed(seed), collate_fn=collate_fn,
+                      **kwargs)

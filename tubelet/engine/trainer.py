@@ -23,7 +23,7 @@ from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.evaluate import EvalAbandoned, run_eval, to_device
 from tubelet.engine.meters import Meters
-from tubelet.engine.schedule import cosine_lr
+from tubelet.engine.schedule import lr_schedule
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
 from tubelet.recipe_diff import recipe_changes
@@ -44,7 +44,8 @@ class Trainer:
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
                  fp16_init_scale: float = 2.0 ** 16, early_stop: dict | None = None,
-                 extra_state: dict[str, Any] | None = None, tester: Any = None) -> None:
+                 extra_state: dict[str, Any] | None = None, tester: Any = None,
+                 schedule: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
         if amp == "fp16" and device.type != "cuda":  # torch's GradScaler runs on CPU too
@@ -98,15 +99,9 @@ class Trainer:
                               f"{accum_steps} exceeds the {train_sampler.num_samples} samples")
         self.steps_per_epoch = self.micro[0] // accum_steps if epochs else 0
         self.total_steps = sum(self.micro) // accum_steps
-        warmup_steps = round(warmup_epochs * self.total_steps / max(epochs, 1))
-        if warmup_steps >= self.total_steps > 0:  # warn: shortened smoke runs are legitimate
-            log.warning("schedule.warmup_epochs: %g epochs (%d steps) is not shorter than the run "
-                        "(%d epochs, %d steps); the lr stops at %.3g, %.0f%% of its peak %.3g",
-                        warmup_epochs, warmup_steps, epochs, self.total_steps,
-                        base_lr * max(self.total_steps - 1, 0) / warmup_steps,
-                        100 * max(self.total_steps - 1, 0) / warmup_steps, base_lr)
-        self.lr_kwargs = dict(base_lr=base_lr, total_steps=self.total_steps, min_lr=min_lr,
-                              warmup_steps=warmup_steps)
+        # the lr of each step: `schedule:`'s type and shape keys beside warmup_epochs and min_lr
+        self.lr_at = lr_schedule(base_lr=base_lr, total_steps=self.total_steps, epochs=epochs,
+                                 warmup_epochs=warmup_epochs, min_lr=min_lr, **(schedule or {}))
         # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: float | None = None
@@ -186,7 +181,7 @@ class Trainer:
         self._step_loss += loss.detach().float()
         if not boundary:
             return False
-        lr = cosine_lr(self.step, **self.lr_kwargs)
+        lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         overflow = amp_scaling.unscale(self.scaler, self.optimizer)  # None without fp16

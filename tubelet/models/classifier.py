@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from tubelet.models.heads import HEADS, NECKS
-from tubelet.registry import MODELS, build, validate
+from tubelet.registry import MODELS, ConfigError, build, validate
 
 
 @MODELS.register("video_classifier")
@@ -52,6 +52,18 @@ class VideoClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x))  # (B, D) -> (B, num_classes)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """The backbone's activation checkpointing (timm's surface); neck and head are small."""
+        if not hasattr(self.backbone, "set_grad_checkpointing"):
+            raise ConfigError(f"model.grad_checkpointing: backbone {type(self.backbone).__name__} "
+                              "has no set_grad_checkpointing()")
+        self.backbone.set_grad_checkpointing(enable)
+
+    @property
+    def channels_last_3d(self) -> bool:
+        """Whether `train.channels_last` applies: the backbone is a 3D CNN."""
+        return bool(getattr(self.backbone, "channels_last_3d", False))
 
     def no_weight_decay(self) -> set[str]:
         inner = getattr(self.backbone, "no_weight_decay", lambda: set())()

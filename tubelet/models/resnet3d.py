@@ -6,10 +6,13 @@ never strided, space is strided by the stem and stages 2-4, as in EssentialMC2's
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+from typing import Iterator
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from tubelet.registry import MODELS
 
@@ -53,9 +56,31 @@ class Bottleneck(nn.Module):
         return self.relu(self.branch(x) + self.shortcut(x))
 
 
+@contextlib.contextmanager
+def _keep_norm_stats(module: nn.Module) -> Iterator[None]:
+    """Restore the BatchNorm running statistics that a checkpointed stage's recomputation in
+    backward updates a second time (the forward already updated them once)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.track_running_stats]
+    saved = [[b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)]
+             for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
+
+
 class ResNet3D(nn.Module):
     """(B, C, T, H, W) -> logits. timm's surface: `forward_features` gives the last feature map
-    (B, num_features, T, H/32, W/32), `forward_head` pools it, drops out and classifies."""
+    (B, num_features, T, H/32, W/32), `forward_head` pools it, drops out and classifies.
+    `set_grad_checkpointing()` recomputes each stage in backward (BatchNorm statistics are
+    updated once, as without it)."""
+
+    channels_last_3d = True  # a 3D CNN: `train.channels_last` applies (engine/switches.py)
 
     def __init__(self, *, block: str = "bottleneck", layers: tuple[int, ...] = (3, 4, 6, 3),
                  num_classes: int = 400, in_chans: int = 3, dropout: float = 0.5,
@@ -79,6 +104,7 @@ class ResNet3D(nn.Module):
         self.num_features, self.num_classes = cin, num_classes
         self.head_drop = nn.Dropout(dropout)
         self.head = nn.Linear(cin, num_classes) if num_classes > 0 else nn.Identity()
+        self.grad_checkpointing = False
         self.init_weights()
 
     @torch.no_grad()
@@ -96,8 +122,20 @@ class ResNet3D(nn.Module):
         """What FSDP2 shards one by one (engine/parallel.py): the four stages."""
         return list(self.stages)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each stage's activations in backward: less memory, more compute."""
+        self.grad_checkpointing = enable
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))  # (B,C,T,H,W) -> (B, D, T, H/32, W/32)
+        x = self.stem(x)  # (B,C,T,H,W) -> (B, w, T, H/4, W/4)
+        if not (self.grad_checkpointing and torch.is_grad_enabled()):
+            return self.stages(x)  # -> (B, D, T, H/32, W/32)
+        for stage in self.stages:
+            # the recomputation runs under _keep_norm_stats: train-mode BatchNorm would
+            # otherwise move its running statistics twice per step
+            x = checkpoint(stage, x, use_reentrant=False, context_fn=lambda s=stage: (
+                contextlib.nullcontext(), _keep_norm_stats(s)))
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.head_drop(x.flatten(2).mean(dim=2))  # global average pool: (B, D)

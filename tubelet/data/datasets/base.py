@@ -20,6 +20,7 @@ field lets the main process count and list the bad files exactly (see data/batch
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tubelet.data.decode import DecodeError
+from tubelet.data.repeated_aug import augment_views
 from tubelet.data.seeding import Key, key_shape, sample_generator, split_key
 from tubelet.data.tables import Sample, SampleTable
 from tubelet.data.transforms import spatial_crop
@@ -48,6 +50,7 @@ class ClipDataset(Dataset):
 
     target_key = "label"
     variable_frames = False
+    num_sample = 1  # views per item; `data.train.num_sample` sets it (data/repeated_aug.py)
 
     def __init__(self, *, subset: str, seed: int = 0,
                  transform: Callable[..., torch.Tensor] | None = None, temporal_views: int = 1,
@@ -133,11 +136,28 @@ class ClipDataset(Dataset):
         else:
             raise DecodeError(f"{MAX_SUBSTITUTES + 1} bad samples in a row for index {index} "
                               f"(last: {self.bad[i]}); is the dataset readable?")
+        target = self.samples.target(i)  # type: ignore[attr-defined]
+        augment = functools.partial(self.augment_clip, shape=shape, crop=crop)
+        if self.num_sample > 1:  # K augmented views of this one decode (data/repeated_aug.py)
+            video, target = augment_views(video, target, num_sample=self.num_sample,
+                                          generator=generator, seed=self.seed, epoch=epoch,
+                                          index=index, augment=augment)
+        else:
+            video, target = augment(video, target, generator)
+        item = {"video": video.contiguous(), "index": video_index, "view": view,
+                "bad": "\n".join(bad_paths)}
+        if target is not None:  # an unlabelled split has no label, not a placeholder
+            item[self.target_key] = target
+        return item
+
+    def augment_clip(self, video: torch.Tensor, target: Any, generator: torch.Generator | None, *,
+                shape: tuple[int, int, int] | None, crop: int) -> tuple[torch.Tensor, Any]:
+        """A decoded uint8 clip to the item's clip: transforms, paired augmentation, the test
+        crop, floats."""
         if shape is not None:
             video = self.transform(video, generator=generator, size=shape[1:])
         elif self.transform is not None:
             video = self.transform(video, generator=generator)
-        target = self.samples.target(i)  # type: ignore[attr-defined]
         if generator is not None:
             video, target = self.augment_pair(video, target, generator)
         if self.spatial_crops > 1:
@@ -145,11 +165,7 @@ class ClipDataset(Dataset):
         if self.to_float and video.dtype == torch.uint8:
             # A pipeline without `normalize` (or no pipeline) still yields floats in [0, 1].
             video = video.float() / 255
-        item = {"video": video.contiguous(), "index": video_index, "view": view,
-                "bad": "\n".join(bad_paths)}
-        if target is not None:  # an unlabelled split has no label, not a placeholder
-            item[self.target_key] = target
-        return item
+        return video, target
 
     def substitute(self, index: int, attempt: int) -> int:
         """The replacement for a bad sample: a function of (seed, index, attempt) only."""
