@@ -194,7 +194,6 @@ def schema(imports: list[str] | None = None) -> dict[str, Any]:
                                    False, None] for k in GROUP_KEYS})
     train = describe(Trainer, runtime=tuple(TRAINER_RUNTIME))
     train["params"].update({k: [TRAIN_EXTRA_TYPES.get(k, ""), False, None] for k in TRAIN_EXTRA})
-    trainer = describe(Trainer)["params"]
     sections = {"train": train, "data": describe(DataOptions),
                 "schedule": describe(lr_schedule, runtime=("base_lr", "total_steps", "epochs")),
                 "distributed": describe(DistributedOptions),

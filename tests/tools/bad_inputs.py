@@ -32,7 +32,7 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("quickstart.yaml", ["train.best_metric=val/acc"],
      "train.best_metric: 'val/acc' is not a metric of task 'classification' (val/acc1, val/acc5, "
      "val/mean_class_acc); did you mean 'val/acc5'?"),
-    ("quickstart.yaml", ["schedule.min_lr=abc"], "schedule.min_lr: expected float, got string 'abc'"),
+    ("quickstart.yaml", ["schedule.min_lr=abc"], "schedule.min_lr: expected float or null, got string 'abc'"),
     ("quickstart.yaml", ["run=.inf"], "run: expected a mapping, got number inf"),
     ("quickstart.yaml", ["train=7"], "train: expected a mapping, got integer 7"),
     ("quickstart.yaml", ["data=true"], "data: expected a mapping, got boolean True"),
