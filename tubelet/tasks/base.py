@@ -26,3 +26,7 @@ class Task(nn.Module):
 
     def reset_metrics(self) -> None:
         raise NotImplementedError
+
+    def after_step(self, model: nn.Module, *, step: int, total_steps: int) -> None:
+        """Called after each optimizer step (`step` steps done of `total_steps`), before the
+        hooks and any checkpoint: e.g. MoCo's momentum encoder update. Nothing by default."""
