@@ -73,7 +73,9 @@ class MultiLabelMetrics(VideoMean):
         scores, targets = self.video_means()
         ap = per_class_ap(scores, targets)
         scored = ~torch.isnan(ap)
-        out = {"map": ap[scored].mean() if scored.any() else torch.tensor(float("nan")),
+        # numpy's mean, as scikit-learn's macro average (np.average) rounds it
+        mean = float(np.mean(ap[scored].numpy())) if scored.any() else float("nan")
+        out = {"map": torch.tensor(mean, dtype=torch.float64),
                "map_classes": torch.tensor(float(scored.sum()))}
         for k in self.top_k:
             out[f"recall{k}"] = top_k_recall(scores, targets, k)
