@@ -51,6 +51,9 @@ class TwoViews(Dataset):
         if not isinstance(self.dataset, VideoDataset):
             raise ConfigError(f"dataset.type: two_views needs a video-file format, got "
                               f"{dataset.get('type')!r}")
+        if self.dataset.num_views != 1:
+            raise ConfigError("dataset.temporal_views: two_views draws its own two clips; "
+                              "leave temporal_views and spatial_crops at 1")
 
     @property
     def bad_files(self) -> list[tuple[str, str]]:
