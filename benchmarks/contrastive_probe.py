@@ -3,6 +3,7 @@
 synthetic set than the debug one (4 motion classes, --per-class train clips each).
 
     python benchmarks/contrastive_probe.py [--per-class 24] [--pretrain-epochs 20] [--probe-epochs 15]
+        [--arms moco simclr]
 
 Arms: `random` (configs/debug/linprobe_tiny.yaml, no model.pretrained), `moco` and `simclr`
 (the probe with model.pretrained=<that run>). The probe is the recipe's frozen backbone +
@@ -42,13 +43,15 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=24)
     parser.add_argument("--pretrain-epochs", type=int, default=20)
     parser.add_argument("--probe-epochs", type=int, default=15)
+    parser.add_argument("--arms", nargs="+", default=["moco", "simclr"],
+                        choices=["moco", "simclr"], help="the pretraining recipes to probe")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="contrastive_probe_"))
     work.mkdir(parents=True, exist_ok=True)
     data = [f"num_train_per_class={args.per_class}", f"num_test_per_class={args.per_class // 2}",
             "root=data/synth_probe"]
-    for arm in ("moco", "simclr"):
+    for arm in args.arms:
         tubelet("train", str(DEBUG / f"{arm}_tiny.yaml"), f"run.name={arm}", "data.batch_size=16",
                 f"train.epochs={args.pretrain_epochs}", "train.log_interval=5",
                 *(f"data.train.dataset.{d}" for d in data), cwd=work)
@@ -56,7 +59,7 @@ def main() -> None:
         print(f"{arm} pretraining: train/loss {losses[0]:.4f} (step 5) -> {losses[-1]:.4f} "
               f"(last), {len(losses)} logged")
     acc = {}
-    for arm in ("random", "moco", "simclr"):
+    for arm in ("random", *args.arms):
         pretrained = f"model.pretrained=runs/{arm}" if arm != "random" else "model.pretrained=null"
         tubelet("train", str(DEBUG / "linprobe_tiny.yaml"), f"run.name=probe_{arm}", pretrained,
                 "optimizer.type=adamw", "optimizer.blr=null", "optimizer.lr=0.01",
@@ -68,7 +71,7 @@ def main() -> None:
               f"(best {max(r['val/acc1'] for r in evals):.4f}) over {args.per_class // 2 * 4} "
               f"test clips")
     print(f"workdir {work}")
-    for arm in ("moco", "simclr"):
+    for arm in args.arms:
         print(f"ratio val/acc1 {arm} / random: {acc[arm] / max(acc['random'], 1e-9):.3f}")
 
 
