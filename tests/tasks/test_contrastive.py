@@ -128,3 +128,24 @@ def test_pretrained_loads_the_online_backbone_not_the_momentum_copy(tmp_path):
         assert torch.equal(probe.backbone.state_dict()[k], v), k
     skipped = " ".join(report.skipped)
     assert "momentum.backbone" in skipped and "projector" in skipped and "queue" in skipped
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"model": {"queue_sise": 8}}, "model.queue_sise: unknown key; did you mean 'queue_size'?"),
+    ({"model": {"norm": "bn2"}}, "model.norm: "),
+    ({"task": {"temperature": 0}}, "task.temperature: must be > 0"),
+    ({"task": {"momentum_schedule": "cosin"}}, "did you mean 'cosine'"),
+    ({"data": {"train": {"dataset": {"num_frams": 4}}}}, "data.train.dataset.num_frams: unknown key"),
+])
+def test_contrastive_recipe_keys_are_validated(override, message):
+    from tubelet.build import validate_config
+    from tubelet.config import load_config
+    from conftest import REPO
+
+    def merge(a: dict, b: dict) -> dict:
+        return {**a, **{k: merge(a[k], v) if isinstance(v, dict) and k in a else v
+                        for k, v in b.items()}}
+    cfg = merge(load_config(REPO / "configs" / "debug" / "moco_tiny.yaml"), override)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, check_paths=False)
+    assert message in str(err.value)
