@@ -2,7 +2,7 @@
 multi-label set (two motions per clip, --classes motion classes, --per-class clips per class),
 against chance: the mAP of random scores on the same test labels.
 
-    python benchmarks/multilabel_synthetic.py [--classes 6] [--per-class 16] [--epochs 20]
+    python benchmarks/multilabel_synthetic.py [--classes 6] [--per-class 16] [--epochs 20] [key=value ...]
 
 Chance is measured, not assumed: the mean over 1000 draws of uniform random scores of the mAP
 (tubelet.multilabel_metrics, equal to scikit-learn's) on the test set's labels (about the
@@ -40,6 +40,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="more recipe overrides (key=value)")
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="multilabel_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -49,7 +50,8 @@ def main() -> None:
            "data.train.root=data/synth_ml", f"data.train.num_classes={k}",
            f"data.train.num_train_per_class={args.per_class}",
            f"data.train.num_test_per_class={args.per_class // 2}", f"model.num_classes={k}",
-           f"task.num_classes={k}", f"train.epochs={args.epochs}", "train.eval_interval=5"]
+           f"task.num_classes={k}", f"train.epochs={args.epochs}", "train.eval_interval=5",
+           *args.overrides]
     proc = subprocess.run(cmd, cwd=work, env={**os.environ, "PYTHONPATH": str(REPO)},
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
