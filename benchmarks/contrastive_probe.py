@@ -9,7 +9,8 @@ Arms: `random` (configs/debug/linprobe_tiny.yaml, no model.pretrained), `moco` a
 (the probe with model.pretrained=<that run>). The probe is the recipe's frozen backbone +
 BatchNorm1d(affine=False) + linear head, with AdamW at lr 0.01 instead of LARS (LARS's trust
 ratio is made for huge batches). Prints the pretraining loss (first and last logged), each
-probe's final val/acc1 over the test clips, and last the ratio pretrained / random.
+probe's final val/acc1 over the test clips, the top-1 retrieval of a held-out clip's other
+view (what the objective trains for), and last the ratio of probe accuracies pretrained / random.
 A report script, not a test: minutes on a CPU.
 """
 from __future__ import annotations
@@ -36,6 +37,33 @@ def tubelet(*args: str, cwd: Path) -> None:
 
 def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def retrieval(run_dir: Path, *, pretrained: bool) -> float:
+    """Top-1 instance retrieval on the held-out clips: for each test video's first view, is
+    its own second view (other time, other crop) the nearest of all second views, in the
+    backbone's pooled features? What instance discrimination trains for; chance 1/#videos."""
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from tubelet.build import build_dataset, build_model, schema
+    from tubelet.config import load_config
+    from tubelet.engine.checkpoint import load_checkpoint
+    schema()  # registers every part
+    cfg = load_config(run_dir / "config.yaml")
+    node = {**cfg["data"]["train"], "dataset": {**cfg["data"]["train"]["dataset"], "subset": "test"}}
+    data, _ = build_dataset(node, key="data.train")
+    torch.manual_seed(cfg["seed"])
+    model = build_model(cfg, load_pretrained=False)
+    if pretrained:
+        model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"])
+    model.eval()
+    with torch.no_grad():
+        items = [data[(i, 0)] for i in range(len(data))]
+        f1 = model.features(torch.stack([x["video"] for x in items]))
+        f2 = model.features(torch.stack([x["video2"] for x in items]))
+    sim = torch.nn.functional.normalize(f1, dim=1) @ torch.nn.functional.normalize(f2, dim=1).T
+    return float((sim.argmax(dim=1) == torch.arange(len(items))).float().mean())
 
 
 def main() -> None:
@@ -70,6 +98,12 @@ def main() -> None:
         print(f"probe on {arm:6s} encoder: val/acc1 {acc[arm]:.4f} "
               f"(best {max(r['val/acc1'] for r in evals):.4f}) over {args.per_class // 2 * 4} "
               f"test clips")
+    for arm in args.arms:
+        run_dir = work / "runs" / arm
+        print(f"{arm}: top-1 retrieval of a held-out clip's other view: pretrained "
+              f"{retrieval(run_dir, pretrained=True):.4f}, random init "
+              f"{retrieval(run_dir, pretrained=False):.4f} "
+              f"(chance {1 / (args.per_class // 2 * 4):.4f})")
     print(f"workdir {work}")
     for arm in args.arms:
         print(f"ratio val/acc1 {arm} / random: {acc[arm] / max(acc['random'], 1e-9):.3f}")

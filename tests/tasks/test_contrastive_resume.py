@@ -13,23 +13,23 @@ from conftest import REPO, assert_states_equal, kill_at_step, run_tubelet, tubel
 from tubelet.engine.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
-STEPS = 9  # 24 clips / batch 8 = 3 steps x 3 epochs
+STEPS = 6  # 24 clips / batch 8 = 3 steps x 2 epochs
 
 
 def args(root: Path, run_dir: str) -> list[str]:
     return ["train", str(REPO / "configs" / "debug" / "moco_tiny.yaml"),
             f"data.train.dataset.root={root}", f"run.dir={run_dir}", "model.queue_size=24",
-            "train.epochs=3", "train.checkpoint_interval=1", "train.threads=1"]
+            "train.epochs=2", "train.checkpoint_interval=1", "train.threads=1"]
 
 
 def test_sigkill_then_resume_is_exact_for_momentum_encoder_and_queue(tmp_path, tiny_data_root):
-    run_tubelet(*args(tiny_data_root, "ref"), cwd=tmp_path)
+    run_tubelet(*args(tiny_data_root, "ref"), cwd=tmp_path, timeout=300)
     rng = random.Random(16)
     kill_at_step(tubelet_cmd(*args(tiny_data_root, "run")), tmp_path / "run" / "checkpoints",
-                 rng.randint(2, STEPS - 3), cwd=tmp_path, rng=rng)
+                 rng.randint(1, STEPS - 3), cwd=tmp_path, rng=rng)
     killed_at = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["trainer"]["step"]
     assert killed_at < STEPS
-    proc = run_tubelet(*args(tiny_data_root, "run"), cwd=tmp_path)
+    proc = run_tubelet(*args(tiny_data_root, "run"), cwd=tmp_path, timeout=300)
     assert f"step {killed_at}" in proc.stderr  # it resumed rather than starting over
     done = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     ref = load_checkpoint(tmp_path / "ref" / "checkpoints" / "last.pt")
