@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="where to write it (one made with the same parameters is kept)")
     synth.add_argument("--layout", default=None, metavar="NAME",
                        help="write a seed dataset's real layout and container instead: hmdb51, "
-                            "ucf101, kinetics, ssv2, gaze360 or ava-features (docs/datasets.md)")
+                            "ucf101, kinetics, ssv2, gaze360, ava-features or multilabel "
+                            "(docs/datasets.md)")
     for flag, default, what in (("--num-classes", 8, "motion classes"),
                                 ("--num-train-per-class", 80, "train clips per class"),
                                 ("--num-test-per-class", 20, "test clips per class"),

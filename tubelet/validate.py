@@ -73,6 +73,11 @@ RANGES: dict[str, Range | OneOf] = {
     "betas": Range(0, 1, hi_open=True), "eps": Gt(0), "dampening": _UNIT,
     "layer_decay": Range(0, 1, lo_open=True), "trust_coefficient": Gt(0), "decay": _UNIT,
     "warmup": OneOf((True, False)),
+    "temperature": Gt(0), "task.momentum": Range(0, 1, hi_open=True),
+    "momentum_schedule": OneOf(("cosine", "constant")), "pos_weight": Gt(0), "top_k": _POS,
+    # contrastive models
+    "proj_layers": _POS, "proj_hidden_dim": _POS, "proj_dim": _POS, "pred_layers": _NONNEG,
+    "pred_hidden_dim": _POS, "queue_size": _NONNEG, "model.contrastive.norm": OneOf(("bn", "ln", "none")),
     # sections
     "epochs": _POS, "accum_steps": _POS, "clip_grad": Gt(0), "amp": OneOf(("none", "bf16", "fp16")),
     "eval_interval": _POS, "checkpoint_interval": _NONNEG, "keep_last": _POS,
@@ -90,9 +95,10 @@ RANGES: dict[str, Range | OneOf] = {
 }
 # Paths that must exist when given: "file", "dir", or "any" (a file or a directory).
 PATHS = {"annotations": "file", "labels": "file", "classes_from": "file", "dataset.root": "dir",
-         "dataset.features.path": "file", "dataset.features.targets": "file"}
+         "dataset.features.path": "file", "dataset.features.targets": "file",
+         "dataset.multilabel_csv.classes": "file", "dataset.synthetic_multilabel.root": "dir"}
 # The synthetic dataset writes its root on first use: a missing one is fine, a file is not.
-MAY_BE_MISSING = {"dataset.synthetic_actions.root"}
+MAY_BE_MISSING = {"dataset.synthetic_actions.root", "dataset.synthetic_multilabel.root"}
 # Types of the `train:` keys the builder consumes itself (no signature carries them).
 TRAIN_EXTRA_TYPES = {"device": "str", "tensorboard": "bool", "progress": "bool | None",
                      "threads": "int | str", "test_checkpoint": "str",

@@ -78,6 +78,10 @@ def input_shape(cfg: dict[str, Any], schema: dict[str, Any]) -> tuple[int, ...] 
         return None
     channels = inp.get("in_chans") if inp.has("in_chans") else 3
     frames = ds.get("num_frames") if ds.has("num_frames") else None
+    child = split.get("dataset")  # a wrapper (two_views, repeat): its child samples the clips
+    if frames is None and isinstance(child, dict) and child.get("type") in regs["dataset"]:
+        node = _Node(child, regs["dataset"][child["type"]], "")
+        frames = node.get("num_frames") if node.has("num_frames") else None
     return (2, channels or 3, *([frames] if frames else []), *size)
 
 

@@ -148,7 +148,8 @@ def test_layouts_are_deterministic_and_parameters_are_checked(layout_root, tmp_p
         ensure_layout(tmp_path / "ucf101", layout="ucf101", **{**LAYOUT_PARAMS, "seed": 1})
     with pytest.raises(ConfigError, match=r"layout: unknown 'ucf', expected one of .*ucf101"):
         ensure_layout(tmp_path / "x", layout="ucf")
-    assert set(LAYOUTS) == {"hmdb51", "ucf101", "kinetics", "ssv2", "gaze360", "ava-features"}
+    assert set(LAYOUTS) == {"hmdb51", "ucf101", "kinetics", "ssv2", "gaze360", "ava-features",
+                            "multilabel"}
 
 
 def test_cli_writes_a_layout(tmp_path):

@@ -81,8 +81,10 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
 
 
 def render_video(rng: np.random.Generator, *, velocity: tuple[int, int], num_frames: int,
-                 size: int) -> np.ndarray:
-    """One clip whose actor moves by `velocity` (dy, dx) px per frame: uint8 (T, H, W, C)."""
+                 size: int, more_actors: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
+    """One clip whose actor moves by `velocity` (dy, dx) px per frame: uint8 (T, H, W, C).
+    `more_actors`: the velocities of further actors (the multi-label layout's second motion),
+    drawn after everything else, so a one-actor clip keeps its pixels."""
     # A static, smooth, mid-tone texture: clutter that a model must learn to ignore.
     grey = rng.uniform(80, 175, (1, 1, 4, 4)) + rng.uniform(-20, 20, (1, 3, 4, 4))
     background = F.interpolate(torch.from_numpy(grey.astype(np.float32)), size=(size, size),
@@ -97,6 +99,10 @@ def render_video(rng: np.random.Generator, *, velocity: tuple[int, int], num_fra
         shapes.append((_stamp(rng, int(rng.integers(max(size // 10, 2), size // 8 + 1))),
                        _colour(rng), rng.uniform(0, size, 2),
                        speed * np.array([np.sin(angle), np.cos(angle)])))
+    for k, more in enumerate(more_actors):  # after the actor, painted over the distractors
+        shapes.insert(1 + k, (_stamp(rng, int(rng.integers(size // 5, size // 4 + 1))),
+                              _colour(rng), rng.uniform(0, size, 2),
+                              np.array(more, dtype=np.float64)))
 
     video = np.empty((num_frames, size, size, 3), dtype=np.float32)  # (T,H,W,C)
     for t in range(num_frames):

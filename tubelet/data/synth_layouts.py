@@ -16,6 +16,8 @@ Only PyAV writes them (users have no ffmpeg CLI). The clips are synth.py's motio
                   validation.txt, test.txt ("<frame path> gx gy gz")
     ava-features  clip_vit_l14_{train,test}.npz: `features` (N, 768) float32 unit vectors
                   (CLIP ViT-L/14's width) and `targets` (N,) float32 mean scores in [1, 10]
+    multilabel    two motions per clip, H.264 MP4: videos/, train/test.txt (video_list_multilabel),
+                  train/test.csv (multilabel_csv), classes.txt (synth_multilabel.py)
 
 `synth.json` records the parameters; a root made with others is refused, not reused.
 """
@@ -34,6 +36,7 @@ import av
 import numpy as np
 
 from tubelet.data.synth import check_parameters, motion_classes, render_video, write_mp4
+from tubelet.data.synth_multilabel import write_multilabel
 from tubelet.registry import ConfigError, did_you_mean
 
 LAYOUT_VERSION = 1  # bump when the generated files change
@@ -243,7 +246,7 @@ def _ava_features(root: Path, clips: Clips) -> None:
 
 WRITERS: dict[str, Callable[[Path, Clips], None]] = {
     "hmdb51": _hmdb51, "ucf101": _ucf101, "kinetics": _kinetics, "ssv2": _ssv2,
-    "gaze360": _gaze360, "ava-features": _ava_features}
+    "gaze360": _gaze360, "ava-features": _ava_features, "multilabel": write_multilabel}
 LAYOUTS = tuple(WRITERS)
 
 

@@ -136,6 +136,7 @@ class Trainer:
                     self._meters.compute_done(stepped=stepped)
                     if not stepped:
                         continue
+                    self.task.after_step(self.model, step=self.step, total_steps=self.total_steps)
                     for hook in self.hooks:
                         hook.after_step(self)
                     self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)

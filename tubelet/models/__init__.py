@@ -5,7 +5,8 @@ from typing import Any
 
 from torch import nn
 
-from tubelet.models import classifier, mae, resnet3d, vit  # noqa: F401  (registers the models)
+from tubelet.models import (classifier, contrastive, mae, resnet3d,  # noqa: F401  (registers)
+                            vit)
 from tubelet.models.classifier import VideoClassifier
 from tubelet.models.mae import MaskedAutoencoder
 from tubelet.models.resnet3d import ResNet3D

@@ -4,6 +4,8 @@
 unwraps the state dict, renames foreign keys to ours, adapts what a rule covers, loads, and
 returns a `LoadReport`. The rules, each reported by name:
 - prefixes `module.`, `_orig_mod.`, and `encoder.` / `backbone.` when the model has none;
+- a contrastive model's `momentum.*` encoder, `projector`, `predictor` and `queue` are skipped
+  when the target lacks them: a probe or finetune gets the online `backbone`;
 - VideoMAE's `gamma_1/2` are our `ls1/ls2.gamma`; MAE's `decoder_embed/_blocks/_norm/_pred/
   _pos_embed` are our MAE's `encoder_to_decoder` / `decoder.*`; a pretraining decoder is skipped
   when loading into a classifier;
@@ -30,6 +32,9 @@ from tubelet.rundir import load_reason
 log = logging.getLogger("tubelet")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 DECODER_KEYS = ("decoder", "mask_token", "encoder_to_decoder")
+# a contrastive model's parts beside its online `backbone` (models/contrastive.py): skipped
+# unless the target has them, so a probe or finetune loads the online encoder only
+CONTRASTIVE_KEYS = ("momentum.", "projector.", "predictor.", "queue", "queue_ptr")
 MAE_RENAMES = {"decoder_embed.": "encoder_to_decoder.", "decoder_blocks.": "decoder.blocks.",
                "decoder_norm.": "decoder.norm.", "decoder_pred.": "decoder.head.",
                "decoder_pos_embed": "decoder.pos_embed"}
@@ -120,6 +125,9 @@ def rename_keys(state: dict[str, torch.Tensor], model_keys: set[str], report: Lo
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         new = _strip(key, WRAPPER_PREFIXES)
+        if new.startswith(CONTRASTIVE_KEYS) and new not in model_keys:
+            report.skipped.append(f"{new}: contrastive pretraining head or momentum encoder")
+            continue
         new = new.replace(".gamma_1", ".ls1.gamma").replace(".gamma_2", ".ls2.gamma")
         for old, ours in MAE_RENAMES.items():
             if new.startswith(old):

@@ -1,2 +1,3 @@
 """Objectives. Importing this package registers every task."""
-from tubelet.tasks import classification, mae_pretrain, regression  # noqa: F401  (registration)
+from tubelet.tasks import (classification, contrastive, mae_pretrain,  # noqa: F401
+                           multilabel, regression)  # (registration)

@@ -31,3 +31,7 @@ class Task(nn.Module):
         """Per-video outputs of the last evaluation pass for the test stage's files (engine/
         testing.py), over all ranks: a collective, every rank calls it. None: metrics only."""
         return None
+
+    def after_step(self, model: nn.Module, *, step: int, total_steps: int) -> None:
+        """Called after each optimizer step (`step` steps done of `total_steps`), before the
+        hooks and any checkpoint: e.g. MoCo's momentum encoder update. Nothing by default."""
