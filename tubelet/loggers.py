@@ -77,7 +77,7 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step or None)
         if self._trackers is not None:
-            self._trackers.start()  # off the training thread: returns at once
+            self._trackers.start(step=step)  # off the training thread: returns at once
         self._eta.start(total_steps=total_steps, step=step)
         if self._progress:
             self._progress.start(total_steps=total_steps, step=step)
@@ -108,8 +108,6 @@ class RunLogger:
         if self._jsonl is not None:
             self._jsonl.flush()
             os.fsync(self._jsonl.fileno())
-        if self._trackers is not None:  # the trackers hold these rows too (bounded wait)
-            self._trackers.flush()
 
     def advance(self, *, step: int, epoch: int, epochs: int) -> None:
         """Every step: move the bar to `step` (0-based `epoch`, shown 1-based). Host counters

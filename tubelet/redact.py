@@ -25,7 +25,8 @@ SECRET_NAME = re.compile(r"key|token|secret|passw(or)?d", re.IGNORECASE)
 # tubelet's own parameters whose names contain a secret word but hold none (a batch key, a
 # flag, a count). tests/test_redact.py fails when a registered parameter matches SECRET_NAME
 # and is not listed here, so each new one is a decision.
-NOT_SECRET = frozenset({"input_key", "target_key", "video_key", "class_token"})
+NOT_SECRET = frozenset({"input_key", "target_key", "video_key", "class_token", "features_key",
+                        "targets_key"})
 # user:password@ in a URL's authority; the user name stays, the password goes
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^\s:/@]*):"
                               r"(?P<pw>[^\s/@]+)@")

@@ -46,7 +46,6 @@ OPTIONS: dict[str, dict[str, tuple[tuple, Any]]] = {
 WANDB_MODES = ("online", "offline")
 # the package each tracker imports and the extra that installs it
 PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
-FLUSH_TIMEOUT_S = 30.0  # a checkpoint waits this long at most for the trackers' queues
 CLOSE_TIMEOUT_S = 120.0  # the end of a run waits this long at most for uploads to finish
 MAX_QUEUE = 10_000  # rows held for a tracker that is slower than training; more are dropped
 
@@ -124,7 +123,14 @@ def flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 # ---------------------------------------------------------------------------- the trackers
@@ -164,11 +170,6 @@ class _Wandb:
         import wandb  # noqa: PLC0415
         if step >= self.first_step:
             self.run.log({tag: wandb.Image(image)}, step=step)
-
-    def flush(self) -> None:
-        # Reading the summary is a request that wandb-core answers after writing what it holds:
-        # without it a SIGKILLed offline run loses its buffered rows (measured: an empty file).
-        self.run.summary.keys()
 
     def close(self) -> None:
         self.run.finish()
@@ -242,9 +243,6 @@ class _Mlflow:
     def log_image(self, tag: str, image: Any, step: int) -> None:
         self.client.log_image(self.run_id, image, key=tag, step=step)
 
-    def flush(self) -> None:
-        pass  # every call above is written before it returns
-
     def close(self) -> None:
         self.client.set_terminated(self.run_id)
 
@@ -259,7 +257,6 @@ class _Worker:
         self.name, self.tracker = name, tracker
         self.queue: queue.Queue = queue.Queue(maxsize=MAX_QUEUE)
         self.started = self.warned = self.dropped = False
-        self.flushed: threading.Event | None = None  # set when the last flush ran
         self.thread = threading.Thread(target=self._loop, name=f"tubelet-{name}", daemon=True)
         self.thread.start()
 
@@ -306,7 +303,7 @@ class _Worker:
 
 
 class TrackerGroup:
-    """The recipe's trackers as one sink for RunLogger: start, log, log_image, flush, close."""
+    """The recipe's trackers as one sink for RunLogger: start, log, log_image, close."""
 
     def __init__(self, trackers: dict[str, dict[str, Any]], *, run_dir: str | Path,
                  run_name: str, recipe: dict[str, Any], resume: str | None) -> None:
@@ -316,10 +313,14 @@ class TrackerGroup:
         self.workers: list[_Worker] = []
         self._record_lock = threading.Lock()
 
-    def start(self) -> None:
-        """Start every tracker (continuing the recorded run after a resume), off the step."""
+    def start(self, *, step: int) -> None:
+        """Start every tracker off the step; after a resume at `step`, continue the recorded
+        tracker run and re-send the rows of metrics.jsonl (all up to `step`, RunLogger has
+        repaired it) that the tracker lacks: a SIGKILLed process may not have sent, or its
+        tracker not written, the last ones (W&B writes its offline file every 15 s)."""
         record = self._read_record()
         continuing = self.resume not in (None, "restart")
+        rows = _read_rows(self.run_dir / "metrics.jsonl") if continuing and step else []
         for name, opts in self.options.items():
             kwargs = dict(run_dir=self.run_dir, run_name=self.run_name, params=self.params)
             if name == "wandb":
@@ -329,10 +330,11 @@ class TrackerGroup:
                                   experiment=opts["experiment"], run_name_opt=opts["run_name"])
             worker = _Worker(name, tracker)
             previous = record.get(name) if continuing else None
-            worker.submit(self._starter(worker, previous), start=True)
+            worker.submit(self._starter(worker, previous, rows), start=True)
             self.workers.append(worker)
 
-    def _starter(self, worker: _Worker, previous: dict | None) -> Callable[[], None]:
+    def _starter(self, worker: _Worker, previous: dict | None,
+                 rows: list[dict[str, Any]]) -> Callable[[], None]:
         def start() -> None:
             entry = worker.tracker.start(previous)
             worker.started = True
@@ -340,10 +342,11 @@ class TrackerGroup:
                 record = self._read_record()
                 record[worker.name] = entry
                 write_atomic(self.run_dir / RECORD, (json.dumps(record, indent=2) + "\n").encode())
-            if previous and previous.get("id", previous.get("run_id")) == \
-                    entry.get("id", entry.get("run_id")):
-                log.info("trackers.%s: continuing run %s", worker.name,
-                         entry.get("id", entry.get("run_id")))
+            run_id = entry.get("id", entry.get("run_id"))
+            if previous and previous.get("id", previous.get("run_id")) == run_id:
+                log.info("trackers.%s: continuing run %s", worker.name, run_id)
+                for row in rows:  # each tracker skips the steps it holds already
+                    worker.tracker.log(_numbers(row), row["step"])
         return start
 
     def _read_record(self) -> dict[str, Any]:
@@ -361,23 +364,6 @@ class TrackerGroup:
     def log_image(self, tag: str, image: Any, *, step: int) -> None:
         for w in self.workers:
             w.submit(lambda t=w.tracker: t.log_image(tag, image, step))
-
-    def flush(self, timeout: float = FLUSH_TIMEOUT_S) -> None:
-        """At a checkpoint: wait (bounded) until every tracker holds the rows logged so far, so
-        a killed run's trackers have at least what its checkpoint has."""
-        events = []
-        for w in self.workers:
-            if w.flushed is not None and not w.flushed.is_set():
-                continue  # still on the last one (a dead network): no second wait
-            w.flushed = threading.Event()
-            w.submit(w.tracker.flush, w.flushed)
-            events.append((w, w.flushed))
-        deadline = time.monotonic() + timeout
-        for w, done in events:
-            if not done.wait(max(0.0, deadline - time.monotonic())) and not w.warned:
-                w.warned = True
-                log.warning("trackers.%s: still busy after %.0f s at a checkpoint; training "
-                            "goes on", w.name, timeout)
 
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
