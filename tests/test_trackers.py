@@ -3,6 +3,7 @@ checkpoint and resumed, shared by the end-to-end tests; the recipe checks in-pro
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import struct
@@ -66,6 +67,96 @@ def test_the_cli_exits_2_on_an_unknown_tracker(capsys):
 def test_flatten_gives_dotted_text_params():
     flat = trackers.flatten({"a": {"b": [1, {"c": None}], "d": "x", "e": {}}, "f": 1.5})
     assert flat == {"a.b.0": "1", "a.b.1.c": "null", "a.d": "x", "a.e": "{}", "f": "1.5"}
+
+
+def test_a_resume_may_add_or_change_trackers():
+    from tubelet.recipe_diff import recipe_changes
+    refused, allowed = recipe_changes({"trackers": None}, {"trackers": {"wandb": {"mode": "offline"}}})
+    assert refused == [] and allowed  # the change is said, not refused
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def tubelet_log():
+    logger, handler = logging.getLogger("tubelet"), _Records()
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+class _Flaky:
+    """A tracker whose network fails from the second row on."""
+
+    def __init__(self) -> None:
+        self.rows: list[int] = []
+
+    def start(self, previous):  # noqa: ANN001, ANN201
+        return {"id": "x"}
+
+    def log(self, metrics, step):  # noqa: ANN001, ANN201
+        if step >= 2:
+            raise ConnectionError("network is unreachable")
+        self.rows.append(step)
+
+
+def test_a_tracker_failing_mid_run_warns_once_and_never_raises(tubelet_log, tmp_path):
+    flaky = _Flaky()
+    worker = trackers._Worker("flaky", flaky)
+    worker.submit(lambda: (flaky.start(None), setattr(worker, "started", True)), start=True)
+    for step in range(6):
+        worker.submit(lambda s=step: flaky.log({"train/loss": 1.0}, s))  # the training thread
+    worker.stop()
+    worker.thread.join(10)
+    assert flaky.rows == [0, 1]
+    warnings = [line for line in tubelet_log if "trackers.flaky" in line]
+    assert len(warnings) == 1 and "logging failed (ConnectionError: network is unreachable)" \
+        in warnings[0] and "training goes on" in warnings[0]
+
+
+def test_an_unreachable_tracking_server_leaves_the_tracker_off_with_one_warning(
+        tubelet_log, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # refused at once, not retried
+    options = trackers.normalize({"mlflow": {"tracking_uri": "http://u:hunter2@127.0.0.1:9"}})
+    group = trackers.TrackerGroup(options, run_dir=tmp_path, run_name="r", recipe={"a": 1},
+                                  resume=None)
+    group.start(step=0)
+    for step in range(3):
+        group.log({"train/loss": 1.0}, step=step)
+    group.close(timeout=60)
+    warnings = [line for line in tubelet_log if "trackers.mlflow" in line]
+    assert len(warnings) == 1 and "start failed, tracker off for this run" in warnings[0]
+    assert "hunter2" not in warnings[0]
+    assert not (tmp_path / "trackers.json").exists()
+
+
+def test_a_picture_reaches_both_trackers_pixel_for_pixel(tmp_path):
+    """RunLogger.log_image's path: one HxWx3 uint8 array to W&B (offline) and MLflow."""
+    import numpy as np
+    from PIL import Image
+    image = np.zeros((8, 12, 3), np.uint8)
+    image[:, :6, 0], image[2, 3] = 255, (1, 2, 3)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    group = trackers.TrackerGroup(trackers.normalize({"wandb": {"mode": "offline"}, "mlflow": {}}),
+                                  run_dir=run_dir, run_name="pictures", recipe={}, resume=None)
+    group.start(step=0)
+    group.log_image("val/confusion", image, step=3)
+    group.close()
+    wandb_png = list((run_dir / "wandb").glob("offline-run-*/files/media/images/val/confusion_3_*.png"))
+    mlflow_png = list((run_dir / "mlruns").glob("*/*/artifacts/images/val~confusion+step+3+*.png"))
+    assert len(wandb_png) == 1 and len(mlflow_png) == 1
+    for path in wandb_png + mlflow_png:
+        assert np.array_equal(np.asarray(Image.open(path).convert("RGB")), image), path
 
 
 # ---------------------------------------------------------------------------- one tracked run

@@ -20,7 +20,7 @@ RESUME_ALLOWED = (
     "data.num_workers",
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
     "data.val_batch_size", "resume", "run", "checkpoint", "distributed.timeout_s",
-    "distributed.backend", "distributed.strategy",
+    "distributed.backend", "distributed.strategy", "trackers",
 )
 
 

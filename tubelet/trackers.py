@@ -362,6 +362,8 @@ class TrackerGroup:
             w.submit(lambda t=w.tracker: t.log(numbers, step))
 
     def log_image(self, tag: str, image: Any, *, step: int) -> None:
+        import numpy as np  # noqa: PLC0415
+        image = np.array(image, dtype=np.uint8, copy=True)  # the caller may reuse its buffer
         for w in self.workers:
             w.submit(lambda t=w.tracker: t.log_image(tag, image, step))
 
