@@ -118,3 +118,11 @@ def test_the_environment_record_has_every_field_and_redacts_the_launcher(monkeyp
                 "world_size"):
         assert key in env
     assert env["tubelet"]["git"] is None or len(env["tubelet"]["git"]["commit"]) == 40
+
+
+def test_a_user_error_line_on_stderr_is_redacted(capsys):
+    from conftest import DEBUG_RECIPE
+    from tubelet import cli
+    assert cli.main(["config", str(DEBUG_RECIPE), "model.pretrained=https://u:hunter2@h/w.pt"]) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "https://u:***@h/w.pt" in err, err
