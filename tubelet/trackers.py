@@ -260,25 +260,23 @@ class _Worker:
         self.thread = threading.Thread(target=self._loop, name=f"tubelet-{name}", daemon=True)
         self.thread.start()
 
-    def submit(self, call: Callable[[], None], done: threading.Event | None = None, *,
-               start: bool = False) -> None:
-        """Queue `call`; `done` is set once it ran (or was skipped). A full queue drops."""
+    def submit(self, call: Callable[[], None], *, start: bool = False,
+               block: bool = False) -> None:
+        """Queue `call`. A full queue drops it, unless `block` (the end waits for room)."""
         try:
-            self.queue.put_nowait((call, done, start))
+            self.queue.put((call, start), block=block)
         except queue.Full:
-            if done is not None:
-                done.set()
             if not self.dropped:
                 self.dropped = True
                 log.warning("trackers.%s: %d calls waiting; dropping rows until it catches up "
                             "(metrics.jsonl has every row)", self.name, MAX_QUEUE)
 
     def stop(self) -> None:
-        self.queue.put((None, None, False))  # blocking: the end must not be dropped
+        self.queue.put((None, False))  # blocking: the end must not be dropped
 
     def _loop(self) -> None:
         while True:
-            call, done, start = self.queue.get()
+            call, start = self.queue.get()
             if call is None:
                 return
             try:
@@ -286,9 +284,6 @@ class _Worker:
                     call()
             except Exception as e:  # noqa: BLE001 - a tracker never stops training
                 self._warn(e)
-            finally:
-                if done is not None:
-                    done.set()
 
     def _warn(self, error: Exception) -> None:
         if self.warned:
@@ -370,7 +365,7 @@ class TrackerGroup:
     def close(self, timeout: float = CLOSE_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         for w in self.workers:
-            w.submit(w.tracker.close)
+            w.submit(w.tracker.close, block=True)
             w.stop()
         for w in self.workers:
             w.thread.join(max(0.0, deadline - time.monotonic()))
