@@ -251,8 +251,9 @@ def tracked_run(tmp_path_factory, tiny_data_root):
 def test_a_killed_and_resumed_run_continues_the_same_tracker_runs(tracked_run):
     run_dir, first, stderr = tracked_run
     assert json.loads((run_dir / "trackers.json").read_text()) == first
-    assert f"trackers.wandb: continuing run {first['wandb']['id']}" in stderr
-    assert f"trackers.mlflow: continuing run {first['mlflow']['run_id']}" in stderr
+    lines = [line for line in stderr.splitlines() if "trackers." in line]
+    assert f"trackers.wandb: continuing run {first['wandb']['id']}" in stderr, lines
+    assert f"trackers.mlflow: continuing run {first['mlflow']['run_id']}" in stderr, lines
     ids, _, segments = wandb_view(run_dir)
     assert ids == {first["wandb"]["id"]} and segments == 2  # the killed one, the resumed one
     runs, _ = mlflow_view(run_dir)

@@ -46,7 +46,8 @@ OPTIONS: dict[str, dict[str, tuple[tuple, Any]]] = {
 WANDB_MODES = ("online", "offline")
 # the package each tracker imports and the extra that installs it
 PACKAGES = {"wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
-CLOSE_TIMEOUT_S = 120.0  # the end of a run waits this long at most for uploads to finish
+INIT_TIMEOUT_S = 600.0  # W&B: how long its service may take to start a run
+CLOSE_TIMEOUT_S = 300.0  # the end of a run waits this long at most for starts and uploads
 MAX_QUEUE = 10_000  # rows held for a tracker that is slower than training; more are dropped
 
 
@@ -151,8 +152,10 @@ class _Wandb:
         import wandb  # noqa: PLC0415 - an optional extra, slow to import
         # console off: log.txt is the log (and is redacted); meta off: env.json is the
         # environment record (also redacted), W&B's own copy would hold the raw command line
+        # init_timeout: this runs on the tracker's thread, never holding a step back, and W&B's
+        # 90 s default was too short for its service to start on a loaded machine
         settings = wandb.Settings(console="off", save_code=False, disable_git=True,
-                                  x_disable_meta=True)
+                                  x_disable_meta=True, init_timeout=INIT_TIMEOUT_S)
         run_id = previous.get("id") if previous else None
         self.run = wandb.init(dir=str(self.run_dir), config=self.params, id=run_id,
                               resume="allow" if run_id else None, settings=settings,
