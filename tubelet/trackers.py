@@ -157,6 +157,10 @@ class _Wandb:
         settings = wandb.Settings(console="off", save_code=False, disable_git=True,
                                   x_disable_meta=True, init_timeout=INIT_TIMEOUT_S)
         run_id = previous.get("id") if previous else None
+        # Our own W&B service, not one inherited from a parent process (WANDB_SERVICE: a
+        # notebook, a test runner): a shared service outlives a SIGKILLed run and keeps its
+        # run id "in use", so the resumed run could not continue it (seen in the tests).
+        os.environ.pop("WANDB_SERVICE", None)
         self.run = wandb.init(dir=str(self.run_dir), config=self.params, id=run_id,
                               resume="allow" if run_id else None, settings=settings,
                               reinit="create_new", **self.kwargs)
