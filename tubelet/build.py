@@ -32,9 +32,13 @@ from tubelet.engine.switches import compile_model, set_grad_checkpointing, use_c
 from tubelet.engine.evaluate import run_eval
 from tubelet.engine.threads import check_threads, set_threads
 from tubelet.engine.trainer import Trainer
+from tubelet.envinfo import collect_env, write_env
 from tubelet.loggers import RunLogger, open_log_file, setup_text_log
 from tubelet.model_card import CARD_KEY, make_card
+from tubelet.redact import redact_config
 from tubelet.rundir import RunDir, resolve_run_dir
+from tubelet.trackers import TrackerGroup
+from tubelet.trackers import normalize as normalize_trackers
 from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSFORMS,
                               ConfigError, build)
 from tubelet.validate import RUNTIME, TRAIN_EXTRA_TYPES, check_recipe
@@ -392,7 +396,8 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     streams.seed_rank_stream(seed, rank=dist.get_rank())
     schedule = cfg.get("schedule") or {}
     logger = RunLogger(run_dir, enabled=dist.is_main(), tensorboard=train.pop("tensorboard", True),
-                       progress=train.pop("progress", None))
+                       progress=train.pop("progress", None), trackers=build_trackers(cfg, run_dir))
+    written = redact_config(cfg)  # what the run writes; `cfg` keeps the real values
     tester = build_test_stage(data, task=task, seed=seed, device=device, run_dir=run_dir,
                               checkpoint=train.pop("test_checkpoint", "last"),
                               amp=train.get("amp", "none"))
@@ -400,19 +405,29 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                       train_sampler=sampler, val_loader=val_loader, run_dir=run_dir,
                       base_lr=base_lr, logger=logger, device=device, hooks=hooks,
                       resume=cfg.get("resume"),
-                      extra_state={"config_hash": config_hash(cfg), "recipe": cfg,
+                      extra_state={"config_hash": config_hash(cfg), "recipe": written,
                                    # class names and eval preprocessing: enough to predict
                                    CARD_KEY: make_card(
-                                       cfg, train_set=train_loader.dataset,
+                                       written, train_set=train_loader.dataset,
                                        val_set=getattr(val_loader, "dataset", None))},
                       tester=tester,
                       schedule={k: v for k, v in schedule.items() if k not in SCHEDULE_KEYS},
                       **{k: v for k, v in schedule.items() if k in SCHEDULE_KEYS}, **train)
     trainer.resume_from_checkpoint()  # decided (or refused) before anything is written
     if run is not None:
-        run.commit(dump_config(cfg))
+        run.commit(dump_config(written))
         open_log_file(run_dir)
+        write_env(run_dir, collect_env(world_size=dist.get_world_size()))
     return trainer
+
+
+def build_trackers(cfg: dict[str, Any], run_dir: Path) -> TrackerGroup | None:
+    """The recipe's `trackers:` (W&B, MLflow) on rank 0, or None; nothing starts until fit."""
+    options = normalize_trackers(cfg.get("trackers"))
+    if not options or not dist.is_main():
+        return None
+    return TrackerGroup(options, run_dir=run_dir, run_name=str(cfg["run"]["name"]), recipe=cfg,
+                        resume=cfg.get("resume"))
 
 
 def evaluate_checkpoint(cfg: dict[str, Any]) -> dict[str, float]:

@@ -292,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(args)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        from tubelet.redact import redact_text  # noqa: PLC0415 - a scheduler keeps stderr too
+        print(f"error: {redact_text(str(e))}", file=sys.stderr)
         rundir.finish_all(str(e))  # into the run's log.txt; a run that did nothing leaves no dir
         return EXIT_USER_ERROR
     except OSError as e:

@@ -24,6 +24,7 @@ from tubelet.registry import ConfigError, did_you_mean, value_kind
 SECTIONS = {
     "base", "imports", "seed", "run", "resume", "checkpoint",
     "data", "model", "task", "optimizer", "schedule", "train", "hooks", "distributed",
+    "trackers",
 }
 RUN_KEYS = {"name", "dir"}
 
@@ -290,9 +291,10 @@ SECTION_KINDS: dict[str, tuple[type, ...]] = {
     "data": _MAYBE_MAPPING, "schedule": _MAYBE_MAPPING, "train": _MAYBE_MAPPING,
     "distributed": _MAYBE_MAPPING, "run": _MAYBE_MAPPING,
     "hooks": _MAYBE_LIST, "imports": _MAYBE_LIST, "checkpoint": _MAYBE_STR,
+    "trackers": (dict, list, type(None)),  # {name: options} or [names] (tubelet/trackers.py)
 }
 _KIND_NAMES = {_MAPPING: "a mapping", _MAYBE_MAPPING: "a mapping", _MAYBE_LIST: "a list",
-               _MAYBE_STR: "a path"}
+               _MAYBE_STR: "a path", (dict, list, type(None)): "a mapping or a list"}
 
 
 

@@ -39,6 +39,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from tubelet.config import SECTIONS, _read_yaml, load_config, parse_override
+from tubelet.redact import redact_argv
 from tubelet.registry import ConfigError, did_you_mean, value_kind
 from tubelet import rundir
 from tubelet.rundir import check_free, write_atomic
@@ -312,7 +313,7 @@ def run_experiment(path: str | Path, overrides: list[str] = (), *, commands: tup
     done = {s.name: finished(s) for s in stages}
     for stage in stages if _is_rank0() else ():
         print(f"stage {stage.name}: {'finished' if done[stage.name] else 'to run'}: "
-              f"tubelet {' '.join(stage.argv[3:])}", file=sys.stderr)
+              f"tubelet {' '.join(redact_argv(stage.argv[3:]))}", file=sys.stderr)
     if dry_run:
         return 0
     with _Forwarder() as forwarder:
@@ -430,7 +431,7 @@ class Report:
                 "run_dir": str(s.run_dir), "status": "pending",
                 "exit_code": (previous.get(s.name) or {}).get("exit_code"),
                 "wall_s": float((previous.get(s.name) or {}).get("wall_s") or 0.0),
-                "metrics": {}, "argv": ["tubelet", *s.argv[3:]]})
+                "metrics": {}, "argv": ["tubelet", *redact_argv(s.argv[3:])]})
 
     def update(self, stage: Stage, *, add_wall_s: float = 0.0, **fields: Any) -> None:
         entry = next(e for e in self.data["stages"] if e["name"] == stage.name)

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tubelet.redact import RedactingFormatter
 from tubelet.rundir import repair_metrics
 
 log = logging.getLogger("tubelet")
@@ -25,7 +26,7 @@ def setup_text_log(run_dir: Path | None, *, enabled: bool = True, defer: bool = 
     for h in list(log.handlers):
         log.removeHandler(h)
         h.close()
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    fmt = RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(fmt)
     log.addHandler(stream)
@@ -40,7 +41,7 @@ def open_log_file(run_dir: Path) -> None:
     """Append the log to `run_dir/log.txt` from now on, after the lines held by `defer`."""
     run_dir.mkdir(parents=True, exist_ok=True)
     file = logging.FileHandler(run_dir / "log.txt")
-    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    file.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     for h in [h for h in log.handlers if isinstance(h, logging.handlers.MemoryHandler)]:
         h.setTarget(file)
         h.flush()
@@ -50,11 +51,13 @@ def open_log_file(run_dir: Path) -> None:
 
 
 class RunLogger:
-    """Writes scalars to metrics.jsonl and TensorBoard and drives the console display."""
+    """Writes scalars to metrics.jsonl, TensorBoard and the trackers (`trackers`: a
+    tubelet.trackers.TrackerGroup, or None) and drives the console display."""
 
     def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, trackers: Any = None) -> None:
         self.enabled, self.tensorboard = enabled, tensorboard
+        self._trackers = trackers if enabled else None  # only rank 0 talks to trackers
         self.run_dir = Path(run_dir)
         self._jsonl = self._tb = None
         use_rich = sys.stderr.isatty() if progress is None else progress
@@ -76,6 +79,8 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when used
             self._tb = SummaryWriter(str(self.run_dir / "tensorboard"),
                                      purge_step=(step or None) if repair else None)
+        if self._trackers is not None:
+            self._trackers.start(step=step)  # off the training thread: returns at once
         self._eta.start(total_steps=total_steps, step=step)
         if self._progress:
             self._progress.start(total_steps=total_steps, step=step)
@@ -90,12 +95,16 @@ class RunLogger:
             for k, v in metrics.items():
                 if isinstance(v, (int, float)):
                     self._tb.add_scalar(k, v, step)
+        if self._trackers is not None:
+            self._trackers.log(metrics, step=step)
 
     def log_image(self, tag: str, image: Any, *, step: int) -> None:
         """One picture (an HxWx3 uint8 array: a confusion matrix, MAE reconstructions) to every
         sink that shows pictures. The PNG in the run dir is the caller's; this only mirrors it."""
         if self._tb is not None:
             self._tb.add_image(tag, image, step, dataformats="HWC")
+        if self._trackers is not None:
+            self._trackers.log_image(tag, image, step=step)
 
     def sync(self) -> None:
         """Make the rows written so far durable (called when a checkpoint is saved)."""
@@ -131,6 +140,9 @@ class RunLogger:
             self._jsonl.close()
         if self._tb is not None:
             self._tb.close()
+        if self._trackers is not None:
+            self._trackers.close()
+            self._trackers = None
 
 
 def _fmt(v: float) -> str:

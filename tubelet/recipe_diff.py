@@ -20,8 +20,7 @@ RESUME_ALLOWED = (
     "data.num_workers",
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
     "data.val_batch_size", "data.test", "train.test_checkpoint", "resume", "run", "checkpoint",
-    "distributed.timeout_s",
-    "distributed.backend", "distributed.strategy",
+    "distributed.timeout_s", "distributed.backend", "distributed.strategy", "trackers",
     # run switches: they change the float rounding, not the model or the data
     "model.grad_checkpointing", "train.compile", "train.channels_last",
 )

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tubelet.redact import redact_text
 from tubelet.registry import ConfigError
 
 log = logging.getLogger("tubelet")
@@ -327,7 +328,7 @@ _CHECKED: list[Path] = []  # the run dir `check_free` settled, before it is open
 def _append_error(log_txt: Path, error: str) -> None:
     try:
         with open(log_txt, "a") as f:
-            f.write(f"{time.strftime('%H:%M:%S')} ERROR error: {error}\n")
+            f.write(f"{time.strftime('%H:%M:%S')} ERROR error: {redact_text(error)}\n")
     except OSError:
         pass
 

@@ -23,6 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tubelet import trackers
 from tubelet.rundir import RESUME_MODES
 from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean, value_kind
 from tubelet.validate_schema import Spec
@@ -229,6 +230,7 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
         c.section(cfg.get(section), section, section)
     for i, hook in enumerate(cfg.get("hooks") or []):
         c.node(hook, "hook", f"hooks[{i}]")
+    trackers.normalize(cfg.get("trackers"))  # names, options, and the package installed
     resume = cfg.get("resume")
     if not isinstance(resume, (str, dict, type(None))):  # a mapping is run-dir business
         raise ConfigError(f"resume: expected {', '.join(RESUME_MODES)}, null or a checkpoint "
