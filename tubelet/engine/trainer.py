@@ -15,6 +15,7 @@ from tubelet import distributed as dist
 from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import amp as amp_scaling, parallel, streams
+from tubelet.engine.databound import DataBoundCheck
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
                                        model_mismatch, rng_state, save_checkpoint,
                                        set_aside_all, set_rng_state)
@@ -105,6 +106,9 @@ class Trainer:
         self.best: float | None = None
         self.metrics: dict[str, float] = {}
         self._meters = Meters(device)
+        loader = getattr(train_loader, "loader", train_loader)  # under the BatchStream
+        self._data_bound = DataBoundCheck(num_workers=getattr(loader, "num_workers", 0))
+        self._last_log_step = 0
         self._step_loss = torch.zeros((), device=device)  # summed over a step's micro-batches
 
     # ------------------------------------------------------------------ the loop
@@ -245,6 +249,9 @@ class Trainer:
         self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
                         epoch=progress)
         self.logger.progress(step=self.step, epoch=self.epoch, fields=fields, epochs=self.epochs)
+        self._data_bound.update(step=self.step, num_steps=self.step - self._last_log_step,
+                                data_time=fields["data_time"], step_time=fields["step_time"])
+        self._last_log_step = self.step
 
     def update_best(self, metrics: dict[str, float]) -> bool:
         if self.best_metric not in metrics:
