@@ -23,6 +23,7 @@ from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.evaluate import EvalAbandoned, run_eval, to_device
 from tubelet.engine.meters import Meters
+from tubelet.engine.profile import StepProfiler, check_profile
 from tubelet.engine.schedule import cosine_lr
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
@@ -43,7 +44,7 @@ class Trainer:
                  amp: str = "none", eval_interval: int = 1, checkpoint_interval: int = 0,
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
-                 fp16_init_scale: float = 2.0 ** 16,
+                 fp16_init_scale: float = 2.0 ** 16, profile: dict | None = None,
                  extra_state: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
@@ -99,6 +100,10 @@ class Trainer:
                         warmup_epochs, warmup_steps, epochs, self.total_steps,
                         base_lr * max(self.total_steps - 1, 0) / warmup_steps,
                         100 * max(self.total_steps - 1, 0) / warmup_steps, base_lr)
+        window = check_profile(profile, total_steps=self.total_steps)  # {start, steps}
+        self._profiler = window and StepProfiler(start=window[0], steps=window[1],
+                                                 run_dir=self.run_dir, device=device,
+                                                 rank=dist.get_rank(), world_size=self.world_size)
         self.lr_kwargs = dict(base_lr=base_lr, total_steps=self.total_steps, min_lr=min_lr,
                               warmup_steps=warmup_steps)
         # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
@@ -119,6 +124,8 @@ class Trainer:
         try:  # the progress bar is closed on every way out: done, preempted, error, Ctrl-C
             return self._fit()
         finally:
+            if self._profiler:
+                self._profiler.close()
             self.logger.close()
 
     def _fit(self) -> dict[str, float]:
@@ -126,6 +133,8 @@ class Trainer:
             hook.before_train(self)
         # SIGTERM/SIGUSR1/SIGINT now mean "save at the end of this step (or eval batch) and exit"
         with self.guard.signals:
+            if self._profiler:
+                self._profiler.at_step(self.step)
             while self.epoch < self.epochs:
                 self.model.train()
                 # a resumed epoch starts at the first batch the killed run had not trained on
@@ -140,6 +149,8 @@ class Trainer:
                         continue
                     for hook in self.hooks:
                         hook.after_step(self)
+                    if self._profiler and self._profiler.at_step(self.step):
+                        self._meters.tick()  # writing the trace is neither data wait nor a step
                     self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)
                     if self.step % self.log_interval == 0:
                         self.log_train()
