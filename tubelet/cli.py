@@ -30,6 +30,7 @@ tubelet config RECIPE.yaml [key.sub=value ...]     print the resolved, validated
 tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
 tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
 tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, decode speed
+tubelet report RUN_DIR... [--out report.png]       curves of runs overlaid, a table of results
 tubelet COMMAND --help                             one command's arguments and defaults
 
 exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
@@ -78,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
                                 ("--seed", 0, "the generator's seed")):
         synth.add_argument(flag, type=int, default=default, metavar="N",
                            help=f"{what} (default: %(default)s)")
+    text = ("Curves of loss, lr and every val/test metric of one or more runs, overlaid (a PNG), "
+            "and a markdown table of their best metrics, time, speed and model size (stdout). "
+            "Works on a run that is still going.")
+    rep = sub.add_parser("report", help=text, description=text)
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
+    rep.add_argument("--out", type=Path, default=Path("report.png"), metavar="PNG",
+                     help="where to write the curves (default: %(default)s)")
     text = "Per-class counts, missing or corrupt files and decode speed of a recipe's data."
     check = data.add_parser("check", help=text, description=text)
     _recipe_arguments(check)
@@ -99,6 +107,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "export":
         from tubelet.models.weights import export_safetensors
         print(f"wrote {export_safetensors(args.checkpoint, args.out)}")
+        return 0
+    if args.command == "report":  # no torch: it reads the run dirs' files only
+        from tubelet.report import report
+        print(report(args.run_dirs, out=args.out))
+        print(f"wrote {args.out}", file=sys.stderr)
         return 0
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)
