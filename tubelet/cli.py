@@ -31,6 +31,7 @@ tubelet export CHECKPOINT|RUN_DIR OUT.safetensors  model weights as safetensors
 tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
 tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, decode speed
 tubelet report RUN_DIR... [--out report.png]       curves of runs overlaid, a table of results
+tubelet visualize RUN_DIR [VIDEO...] [--out DIR]   MAE/VideoMAE reconstructions, a PNG per clip
 tubelet COMMAND --help                             one command's arguments and defaults
 
 exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
@@ -86,6 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
     rep.add_argument("--out", type=Path, default=Path("report.png"), metavar="PNG",
                      help="where to write the curves (default: %(default)s)")
+    text = ("MAE/VideoMAE reconstructions of a pretraining run's last checkpoint: a PNG per clip "
+            "with the original frames, the masked input and the reconstruction.")
+    vis = sub.add_parser("visualize", help=text, description=text)
+    vis.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the pretraining run directory")
+    vis.add_argument("videos", type=Path, nargs="*", metavar="VIDEO",
+                     help="videos to show (default: the first clips of data.val, else data.train)")
+    vis.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="where to write the PNGs (default: RUN_DIR/visualize)")
+    vis.add_argument("--num-clips", type=int, default=4, metavar="N",
+                     help="clips of the recipe's data when no VIDEO is given (default: %(default)s)")
     text = "Per-class counts, missing or corrupt files and decode speed of a recipe's data."
     check = data.add_parser("check", help=text, description=text)
     _recipe_arguments(check)
@@ -112,6 +123,13 @@ def _run(args: argparse.Namespace) -> int:
         from tubelet.report import report
         print(report(args.run_dirs, out=args.out))
         print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    if args.command == "visualize":
+        from tubelet.loggers import setup_text_log
+        from tubelet.visualize import visualize
+        setup_text_log(None)
+        for path in visualize(args.run_dir, args.videos, out=args.out, num_clips=args.num_clips):
+            print(f"wrote {path}")
         return 0
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)

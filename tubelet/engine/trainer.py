@@ -167,6 +167,8 @@ class Trainer:
                 if self.val_loader is not None and (self.epoch % self.eval_interval == 0 or last):
                     self.metrics = self.evaluate()
                     self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
+                    for tag, image in self.task.eval_images().items():  # MAE reconstructions
+                        self.logger.log_image(tag, image, step=self.step)
                     is_best = self.update_best(self.metrics)
                 self.save_checkpoint(is_best=is_best)
         for hook in self.hooks:

@@ -26,3 +26,8 @@ class Task(nn.Module):
 
     def reset_metrics(self) -> None:
         raise NotImplementedError
+
+    def eval_images(self) -> dict[str, Any]:
+        """Pictures of the last evaluation, {tag: HxWx3 uint8 array}, for the run's loggers
+        (e.g. MAE reconstructions); none by default."""
+        return {}
