@@ -181,8 +181,8 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
 def check_tubelet(argv: tuple[str, ...], capsys) -> None:
     if any(PLACEHOLDERS.search(a) for a in argv[1:2]) or "recipe.yaml" in argv:
         pytest.skip(f"a placeholder, not a command: tubelet {' '.join(argv)}")
-    if argv[0] == "export":
-        pytest.skip("export needs a trained checkpoint")
+    if argv[0] in ("export", "report", "visualize"):
+        pytest.skip(f"{argv[0]} needs a trained run")
     dropped = [a for a in argv if "=runs/" in a or a.startswith("checkpoint=runs/")]
     args = [a for a in argv if a not in dropped]
     if args[0] in ("train", "eval") or args[:2] == ["data", "check"]:
