@@ -90,8 +90,12 @@ def plot(runs: list[Run], keys: list[str], out: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     rows = max(1, math.ceil(len(keys) / NUM_COLUMNS))
-    fig = Figure(figsize=(5 * NUM_COLUMNS, 3.6 * rows), layout="constrained")
+    height = 3.6 * rows + 0.5
+    fig = Figure(figsize=(5 * NUM_COLUMNS, height))
     FigureCanvasAgg(fig)
+    # fixed margins: a layout engine (constrained, tight) draws the figure twice, ~1/3 of the time
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.5 / height, top=1 - 0.6 / height,
+                        wspace=0.25, hspace=0.9 / 3.6)
     colors = [f"C{i % 10}" for i in range(len(runs))]
     for i, key in enumerate(keys):
         ax = fig.add_subplot(rows, NUM_COLUMNS, i + 1)
