@@ -30,7 +30,8 @@ def reconstruct(video: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, *, 
                 tubelet_size: int, norm_pix: str, pixel_mean: torch.Tensor | None = None,
                 pixel_std: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(original, masked, reconstruction), each (B, C, T, H, W) float, in the targets' base
+    """(original, masked, reconstruction), each (B, C, T, H, W) float (the masked input NaN
+    where hidden), in the targets' base
     space: pixels when `pixel_mean`/`pixel_std` (the data normalisation the task undoes) are
     given, the model's input otherwise. `video` (B,C,[T],H,W) is the model input, `pred`
     (B, N_masked, t*p*p*C) the decoder output for the hidden tokens of the (B, N) `mask`."""
@@ -57,7 +58,7 @@ def reconstruct(video: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor, *, 
     recon = grid.clone()
     recon[hidden] = out.reshape(-1, C, t, p, p).to(recon.dtype)
     masked = grid.clone()
-    masked[hidden] = 0  # hidden tokens black, as VideoMAE shows them
+    masked[hidden] = float("nan")  # no value: shown black whatever the normalisation (to_pixels)
     return _to_video(grid), _to_video(masked), _to_video(recon)
 
 
@@ -69,6 +70,7 @@ def to_pixels(video: torch.Tensor, *, mean: Sequence[float] | None = None,
     if std is not None:
         shape = (-1, 1, 1, 1)
         video = video * torch.tensor(std).view(shape) + torch.tensor(mean).view(shape)
+    video = video.nan_to_num(0.0)  # hidden tokens of the masked input: black, as VideoMAE shows them
     if video.shape[0] == 1:
         video = video.expand(3, -1, -1, -1)
     return (video[:3].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
