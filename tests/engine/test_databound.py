@@ -23,7 +23,7 @@ def test_warns_once_when_the_window_is_data_bound(caplog):
         assert _feed(check, [0.9, 0.1, 0.1, 0.1, 0.1, 0.1, 0.7, 0.5, 0.3, 0.9, 0.9, 0.9]) == [45]
     lines = [r.getMessage() for r in caplog.records if "data-bound" in r.getMessage()]
     assert len(lines) == 1
-    assert "steps 25-45" in lines[0] and "40%" in lines[0] and "num_workers (now 1" in lines[0]
+    assert "steps 26-45" in lines[0] and "40%" in lines[0] and "num_workers (now 1" in lines[0]
 
 
 def test_quiet_at_or_below_the_threshold_and_on_short_runs():

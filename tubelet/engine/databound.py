@@ -55,7 +55,7 @@ class DataBoundCheck:
             "%.3g s per step; the model computed for %.3g s). The model waits for its data. "
             "Try: more data.num_workers (now %d, %s CPUs here), a faster decode backend "
             "(data.<split>.backend), fewer or smaller decoded frames, and measure the decode "
-            "speed with `tubelet data check RECIPE.yaml`.", first, step, 100 * share,
+            "speed with `tubelet data check RECIPE.yaml`.", first + 1, step, 100 * share,
             data / steps, total / steps, (total - data) / steps, self.num_workers,
             os.cpu_count() or "?")
         return True
