@@ -82,7 +82,7 @@ def visualize(run_dir: Path, videos: list[Path], *, out: Path | None = None,
     out.mkdir(parents=True, exist_ok=True)
     display = None if task.pixel_std is not None else _display_stats(_split(cfg)[1])
     written = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=[]):
         (dataset, device_tf), names = _clips(cfg, videos, num_clips=num_clips, tmp=Path(tmp))
         for i, name in enumerate(names):
             video = dataset[i]["video"]
