@@ -85,14 +85,25 @@ def smooth(values: list[float], weight: float = SMOOTHING) -> list[float]:
     return out
 
 
+def new_figure(**kwargs: Any) -> Any:
+    """A matplotlib Figure on the Agg canvas (no pyplot, no display); matplotlib is the
+    `plot` extra."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ConfigError("matplotlib is not installed; pip install 'tubelet[plot]' (or "
+                          "pip install matplotlib)") from None
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def plot(runs: list[Run], keys: list[str], out: Path) -> None:
     """One panel per key, every run in its own colour: raw (thin) and smoothed (thick)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     rows = max(1, math.ceil(len(keys) / NUM_COLUMNS))
     height = 3.6 * rows + 0.5
-    fig = Figure(figsize=(5 * NUM_COLUMNS, height))
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(5 * NUM_COLUMNS, height))
     # fixed margins: a layout engine (constrained, tight) draws the figure twice, ~1/3 of the time
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.5 / height, top=1 - 0.6 / height,
                         wspace=0.25, hspace=0.9 / 3.6)

@@ -107,14 +107,12 @@ def visualize(run_dir: Path, videos: list[Path], *, out: Path | None = None,
 def save_png(path: Path, rows: list[torch.Tensor], *, display: tuple[list, list] | None,
              title: str) -> None:
     """Three rows (original, masked input, reconstruction), a column per frame, labelled."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from tubelet.report import new_figure
     from tubelet.tasks.mae_vis import ROWS, to_pixels
     mean, std = display if display else (None, None)
     frames = [to_pixels(r, mean=mean, std=std) for r in rows]
     T = frames[0].shape[0]
-    fig = Figure(figsize=(1.3 * T + 1.2, 4.4), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize=(1.3 * T + 1.2, 4.4), layout="constrained")
     axes = fig.subplots(len(frames), T, squeeze=False)
     for r, (label, clip) in enumerate(zip(ROWS, frames)):
         for t in range(T):
