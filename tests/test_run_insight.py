@@ -11,6 +11,7 @@ import struct
 import textwrap
 
 import pytest
+import yaml
 
 from tests.conftest import DEBUG_RECIPE, REPO, run_tubelet
 
@@ -23,7 +24,7 @@ from tubelet.registry import DATASETS
 @DATASETS.register("slow_synthetic_actions")
 class SlowSyntheticActions(SyntheticActions):
     def __getitem__(self, key):
-        time.sleep(0.06)  # a slow decode: 0.24 s per batch of 4 with one worker
+        time.sleep(0.06)  # a slow decode: 0.12 s per batch of 2 with one worker
         return super().__getitem__(key)
 """
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def runs(tmp_path_factory, tiny_data_root):
         slow = run_tubelet("train", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
                            "run.dir=starved", "imports=[slow_data]",
                            "data.train.type=slow_synthetic_actions", "data.num_workers=1",
-                           "train.epochs=4", "train.checkpoint_interval=0",
+                           "data.batch_size=2", "train.epochs=2", "train.checkpoint_interval=0",
                            "train.profile={start: 2, steps: 2}", cwd=tmp, timeout=900)
         mae = run_tubelet("train", str(MAE_RECIPE), f"data.train.root={tiny_data_root}",
                           "run.dir=mae", "train.tensorboard=true", cwd=tmp, timeout=900)
@@ -70,7 +71,7 @@ def test_profile_and_summary_files(runs):
     assert "optimizer steps 3-4" in (run / "profile_ops.txt").read_text()
     assert not list((tmp / "mae").glob("profile_*"))  # nothing when unset
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["clips_per_step"] == 4 and summary["input_shape"] == [1, 3, 4, 16, 16]
+    assert summary["clips_per_step"] == 2 and summary["input_shape"] == [1, 3, 4, 16, 16]
     assert summary["gflops"] > 0 and summary["gmacs"] == summary["gflops"] / 2
     log_txt = (run / "log.txt").read_text()
     assert f"model: {summary['parameters']['total']:,} parameters" in log_txt
@@ -111,8 +112,14 @@ def test_visualize_reconstructions(runs, tiny_data_root):
     pngs = visualize(tmp / "mae", [], out=tmp / "vis2", num_clips=2)
     assert [p.name for p in pngs] == ["000_val_000.png", "001_val_001.png"]
     assert all(png_size(p)[0] > 300 for p in [*pngs, *(tmp / "vis").glob("*.png")])
-    with pytest.raises(ConfigError, match="mae_pretrain"):  # not an MAE run
-        visualize(tmp / "starved", [])
+    # not an MAE run: the starved run's recipe, without its plugin (not importable here)
+    cfg = yaml.safe_load((tmp / "starved" / "config.yaml").read_text())
+    del cfg["imports"]
+    cfg["data"]["train"]["type"] = "synthetic_actions"
+    (tmp / "classify").mkdir()
+    (tmp / "classify" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="mae_pretrain"):
+        visualize(tmp / "classify", [])
 
 
 def test_mae_logs_its_reconstruction_at_each_eval(runs):
