@@ -28,6 +28,7 @@ from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
 from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import lr_schedule, scaled_lr
+from tubelet.engine.summary import model_summary, num_test_views, write_summary
 from tubelet.engine.switches import compile_model, set_grad_checkpointing, use_channels_last
 from tubelet.engine.evaluate import run_eval
 from tubelet.engine.threads import check_threads, set_threads
@@ -152,8 +153,7 @@ def dry_forward(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     mismatches become one-line errors before any data or run dir is touched. A model whose
     forward meta tensors cannot run (MAE's masking is data-dependent) is only built."""
     try:
-        with torch.random.fork_rng(devices=[]), torch.device("meta"):
-            model = build_at(model_spec(cfg), MODELS, key="model")
+        model = meta_model(cfg)
     except (ValueError, TypeError) as e:  # ConfigError is a ValueError
         if isinstance(e, ConfigError) and str(e).startswith("model"):
             raise
@@ -175,6 +175,12 @@ def dry_forward(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     if torch.is_tensor(out) and out.ndim == 2 and classes and out.shape[1] != classes:
         raise ConfigError(f"task.num_classes: {classes}, but the model outputs "
                           f"{out.shape[1]} values per clip")
+
+
+def meta_model(cfg: dict[str, Any]) -> nn.Module:
+    """The recipe's model on the meta device: no memory, no weights, no RNG draws."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return build_at(model_spec(cfg), MODELS, key="model")
 
 
 def _first_line(e: Exception) -> str:
@@ -367,7 +373,8 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     """Check everything, then write: the recipe is validated, the run dir resolved and
     locked, the objects built and the resume decided before config.yaml and log.txt are
     written (a run that fails before leaves an existing run dir as it was)."""
-    dry_forward(cfg, validate_config(cfg))
+    checked = validate_config(cfg)
+    dry_forward(cfg, checked)
     train = dict(cfg.get("train") or {})
     data, seed = DataOptions(**cfg.get("data") or {}), int(cfg["seed"])
     run_dir = resolve_run_dir(cfg["run"])  # confined and usable; nothing written yet
@@ -383,10 +390,14 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
     model = build_model(cfg).to(device)
     if train.pop("channels_last", False):  # before DDP: its buckets follow the layout
         use_channels_last(model)
+    total_batch = data.batch_size * dist.get_world_size() * train.get("accum_steps", 1)
+    # before wrapping, so a forward that must run on real tensors (MAE) has no collectives
+    summary = model_summary(model, input_shape=input_shape(cfg, checked), device=device,
+                            views=num_test_views(cfg.get("data") or {}),
+                            meta_model=lambda: meta_model(cfg)) if dist.is_main() else None
     model = wrap_model(model, dist_opts, device)
     compile_model(model, train.pop("compile", False))  # in place: names stay unprefixed
     task = build_at(cfg["task"], TASKS, key="task").to(device)
-    total_batch = data.batch_size * dist.get_world_size() * train.get("accum_steps", 1)
     # after wrapping: FSDP2 replaces the parameters with sharded ones in place
     optimizer, base_lr = build_optimizer(cfg["optimizer"], parallel.unwrap(model),
                                          total_batch_size=total_batch)
@@ -418,6 +429,9 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
         run.commit(dump_config(written))
         open_log_file(run_dir)
         write_env(run_dir, collect_env(world_size=dist.get_world_size()))
+        clips = None if data.dynamic_batch else total_batch  # dynamic batches vary in clips
+        write_summary(run_dir, {**summary, "clips_per_step": clips,
+                                "world_size": dist.get_world_size()})
     return trainer
 
 

@@ -38,6 +38,8 @@ tubelet run EXPERIMENT.yaml [key=value ...]        linked stages (pretrain -> fi
                                                    resumable; docs/experiments.md
 tubelet data synth DIR [--num-classes N ...]       write the synthetic action dataset
 tubelet data check RECIPE.yaml [key=value ...]     class counts, bad files, decode speed
+tubelet report RUN_DIR... [--out report.png]       curves of runs overlaid, a table of results
+tubelet visualize RUN_DIR [VIDEO...] [--out DIR]   MAE/VideoMAE reconstructions, a PNG per clip
 tubelet COMMAND --help                             one command's arguments and defaults
 
 exit codes: 0 done, 2 user error, 3 non-finite loss (train.nan_guard),
@@ -107,6 +109,23 @@ def _parser() -> argparse.ArgumentParser:
                                 ("--seed", 0, "the generator's seed")):
         synth.add_argument(flag, type=int, default=default, metavar="N",
                            help=f"{what} (default: %(default)s)")
+    text = ("Curves of loss, lr and every val/test metric of one or more runs, overlaid (a PNG), "
+            "and a markdown table of their best metrics, time, speed and model size (stdout). "
+            "Works on a run that is still going.")
+    rep = sub.add_parser("report", help=text, description=text)
+    rep.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN_DIR", help="run directories")
+    rep.add_argument("--out", type=Path, default=Path("report.png"), metavar="PNG",
+                     help="where to write the curves (default: %(default)s)")
+    text = ("MAE/VideoMAE reconstructions of a pretraining run's last checkpoint: a PNG per clip "
+            "with the original frames, the masked input and the reconstruction.")
+    vis = sub.add_parser("visualize", help=text, description=text)
+    vis.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the pretraining run directory")
+    vis.add_argument("videos", type=Path, nargs="*", metavar="VIDEO",
+                     help="videos to show (default: the first clips of data.val, else data.train)")
+    vis.add_argument("--out", type=Path, default=None, metavar="DIR",
+                     help="where to write the PNGs (default: RUN_DIR/visualize)")
+    vis.add_argument("--num-clips", type=int, default=4, metavar="N",
+                     help="clips of the recipe's data when no VIDEO is given (default: %(default)s)")
     text = "Per-class counts, missing or corrupt files and decode speed of a recipe's data."
     check = data.add_parser("check", help=text, description=text)
     _recipe_arguments(check)
@@ -172,6 +191,18 @@ def _run(args: argparse.Namespace) -> int:
                               commands=tuple(c for c in COMMANDS if c != "config"))
     if args.command == "predict":
         return _predict(args)
+    if args.command == "report":  # no torch: it reads the run dirs' files only
+        from tubelet.report import report
+        print(report(args.run_dirs, out=args.out))
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
+    if args.command == "visualize":
+        from tubelet.loggers import setup_text_log
+        from tubelet.visualize import visualize
+        setup_text_log(None)
+        for path in visualize(args.run_dir, args.videos, out=args.out, num_clips=args.num_clips):
+            print(f"wrote {path}")
+        return 0
     if args.command == "data" and args.data_command == "check":
         return _data_check(args)
     if args.command == "data" and args.layout is not None:

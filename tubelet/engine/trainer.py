@@ -15,6 +15,7 @@ from tubelet import distributed as dist
 from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import amp as amp_scaling, parallel, streams
+from tubelet.engine.databound import DataBoundCheck
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
                                        model_mismatch, rng_state, save_checkpoint,
                                        set_aside_all, set_rng_state)
@@ -23,6 +24,7 @@ from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.evaluate import EvalAbandoned, run_eval, to_device
 from tubelet.engine.meters import Meters
+from tubelet.engine.profile import StepProfiler, check_profile
 from tubelet.engine.schedule import lr_schedule
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
@@ -44,8 +46,8 @@ class Trainer:
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
                  fp16_init_scale: float = 2.0 ** 16, early_stop: dict | None = None,
-                 extra_state: dict[str, Any] | None = None, tester: Any = None,
-                 schedule: dict[str, Any] | None = None) -> None:
+                 profile: dict | None = None, extra_state: dict[str, Any] | None = None,
+                 tester: Any = None, schedule: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
         if amp == "fp16" and device.type != "cuda":  # torch's GradScaler runs on CPU too
@@ -102,11 +104,18 @@ class Trainer:
         # the lr of each step: `schedule:`'s type and shape keys beside warmup_epochs and min_lr
         self.lr_at = lr_schedule(base_lr=base_lr, total_steps=self.total_steps, epochs=epochs,
                                  warmup_epochs=warmup_epochs, min_lr=min_lr, **(schedule or {}))
+        window = check_profile(profile, total_steps=self.total_steps)  # {start, steps}
+        self._profiler = window and StepProfiler(start=window[0], steps=window[1],
+                                                 run_dir=self.run_dir, device=device,
+                                                 rank=dist.get_rank(), world_size=self.world_size)
         # Counters: optimizer steps, finished epochs, micro-batches done in the current epoch.
         self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
         self.best: float | None = None
         self.metrics: dict[str, float] = {}
         self._meters = Meters(device)
+        loader = getattr(train_loader, "loader", train_loader)  # under the BatchStream
+        self._data_bound = DataBoundCheck(num_workers=getattr(loader, "num_workers", 0))
+        self._last_log_step = 0
         self._step_loss = torch.zeros((), device=device)  # summed over a step's micro-batches
 
     # ------------------------------------------------------------------ the loop
@@ -117,6 +126,8 @@ class Trainer:
         try:  # the progress bar is closed on every way out: done, preempted, error, Ctrl-C
             return self._fit()
         finally:
+            if self._profiler:
+                self._profiler.close()
             self.logger.close()
 
     def _fit(self) -> dict[str, float]:
@@ -124,6 +135,8 @@ class Trainer:
             hook.before_train(self)
         # SIGTERM/SIGUSR1/SIGINT now mean "save at the end of this step (or eval batch) and exit"
         with self.guard.signals:
+            if self._profiler:
+                self._profiler.at_step(self.step)
             while self.epoch < self.epochs and not self.stopped_early:
                 self.model.train()
                 # a resumed epoch starts at the first batch the killed run had not trained on
@@ -139,6 +152,8 @@ class Trainer:
                     self.task.after_step(self.model, step=self.step, total_steps=self.total_steps)
                     for hook in self.hooks:
                         hook.after_step(self)
+                    if self._profiler and self._profiler.at_step(self.step):
+                        self._meters.tick()  # writing the trace is neither data wait nor a step
                     self.logger.advance(step=self.step, epoch=self.epoch, epochs=self.epochs)
                     if self.step % self.log_interval == 0:
                         self.log_train()
@@ -155,6 +170,8 @@ class Trainer:
                 if self.val_loader is not None and (self.epoch % self.eval_interval == 0 or last):
                     self.metrics = self.evaluate()
                     self.logger.log(self.metrics, step=self.step, epoch=self.epoch)
+                    for tag, image in self.task.eval_images().items():  # MAE reconstructions
+                        self.logger.log_image(tag, image, step=self.step)
                     is_best = self.update_best(self.metrics)
                     if self.early_stop is not None:  # agreed across ranks, saved just below
                         self.early_stop.after_eval(self, self.metrics)
@@ -252,6 +269,9 @@ class Trainer:
         self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
                         epoch=progress)
         self.logger.progress(step=self.step, epoch=self.epoch, fields=fields, epochs=self.epochs)
+        self._data_bound.update(step=self.step, num_steps=self.step - self._last_log_step,
+                                data_time=fields["data_time"], step_time=fields["step_time"])
+        self._last_log_step = self.step
 
     def update_best(self, metrics: dict[str, float]) -> bool:
         if self.best_metric not in metrics:

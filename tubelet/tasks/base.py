@@ -35,3 +35,8 @@ class Task(nn.Module):
     def after_step(self, model: nn.Module, *, step: int, total_steps: int) -> None:
         """Called after each optimizer step (`step` steps done of `total_steps`), before the
         hooks and any checkpoint: e.g. MoCo's momentum encoder update. Nothing by default."""
+
+    def eval_images(self) -> dict[str, Any]:
+        """Pictures of the last evaluation, {tag: HxWx3 uint8 array}, for the run's loggers
+        (e.g. MAE reconstructions); none by default."""
+        return {}

@@ -27,6 +27,7 @@ from torchmetrics import MeanMetric
 from tubelet.models.masking import gather_tubelets, tubelet_view
 from tubelet.registry import TASKS, ConfigError
 from tubelet.tasks.base import Task
+from tubelet.tasks.mae_vis import picture, reconstruct
 
 log = logging.getLogger("tubelet")
 
@@ -132,6 +133,7 @@ class MAEPretrainTask(Task):
         self.val_loss = MeanMetric()
         self._eval_batches = 0
         self._warned = False
+        self._picture: tuple | None = None  # the first eval clip, its prediction and mask
 
     def target_norm(self, model: nn.Module) -> str:
         """The normalisation in use for `model`: "mae", "videomae" or "none"."""
@@ -145,10 +147,14 @@ class MAEPretrainTask(Task):
                         "pixel_std the input is taken as the pixels")
         return norm
 
-    def _loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    def _loss(self, model: nn.Module, batch: dict[str, Any], *, keep: bool = False) -> torch.Tensor:
         video = batch[self.input_key]
         out = model(video)  # {"pred": (B, N_masked, P), "mask": (B, N)}
         inner = unwrap(model)
+        if keep:  # one clip for `eval_images`, to the CPU once per evaluation
+            self._picture = (video[:1].detach().float().cpu(), out["pred"][:1].detach().float().cpu(),
+                             out["mask"][:1].cpu(), inner.patch_size, inner.tubelet_size,
+                             self.target_norm(inner))
         target = mae_targets(video, patch_size=inner.patch_size, tubelet_size=inner.tubelet_size,
                              norm_pix=self.target_norm(inner), mask=out["mask"],
                              pixel_mean=self.pixel_mean, pixel_std=self.pixel_std)
@@ -166,7 +172,7 @@ class MAEPretrainTask(Task):
         devices = [video.device] if video.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self._eval_batches)
-            loss = self._loss(model, batch)
+            loss = self._loss(model, batch, keep=self._eval_batches == 0)
         self._eval_batches += 1
         self.val_loss.update(loss, weight=video.shape[0])
 
@@ -176,3 +182,16 @@ class MAEPretrainTask(Task):
     def reset_metrics(self) -> None:
         self.val_loss.reset()
         self._eval_batches = 0
+        self._picture = None
+
+    def eval_images(self) -> dict[str, Any]:
+        """The first clip of the last evaluation: original, masked input and reconstruction,
+        a column per frame (tasks/mae_vis.py)."""
+        if self._picture is None:
+            return {}
+        video, pred, mask, patch_size, tubelet_size, norm = self._picture
+        stats = {} if self.pixel_std is None else {"pixel_mean": self.pixel_mean.cpu(),
+                                                   "pixel_std": self.pixel_std.cpu()}
+        rows = reconstruct(video, pred, mask, patch_size=patch_size, tubelet_size=tubelet_size,
+                           norm_pix=norm, **stats)
+        return {"val/reconstruction": picture([r[0] for r in rows], pixels=bool(stats))}
