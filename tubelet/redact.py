@@ -26,7 +26,8 @@ SECRET_NAME = re.compile(r"key|token|secret|passw(or)?d", re.IGNORECASE)
 # flag, a count). tests/test_redact.py fails when a registered parameter matches SECRET_NAME
 # and is not listed here, so each new one is a decision.
 NOT_SECRET = frozenset({"input_key", "target_key", "video_key", "class_token", "features_key",
-                        "targets_key"})
+                        "targets_key", "view_keys",  # the batch keys of the two views
+                        "custom_keys"})  # optimizer name patterns -> lr_mult, decay_mult
 # user:password@ in a URL's authority; the user name stays, the password goes
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^\s:/@]*):"
                               r"(?P<pw>[^\s/@]+)@")
