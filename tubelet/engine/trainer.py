@@ -283,6 +283,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces of the loop
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.device.type == "cpu":  # the loader's tensors are on the CPU: nothing to move
+            return batch
         return to_device(batch, self.device)
 
     def log_train(self) -> None:
