@@ -17,7 +17,7 @@ RESUME_ALLOWED = (
     "train.epochs", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
     "train.keep_last", "train.progress", "train.tensorboard", "train.device", "train.threads",
     "train.nan_skip_limit", "train.accum_steps", "data.batch_size", "data.dynamic_batch",
-    "data.num_workers",
+    "data.num_workers", "train.async_checkpoint",
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
     "data.val_batch_size", "resume", "run", "checkpoint", "distributed.timeout_s",
     "distributed.backend", "distributed.strategy",
