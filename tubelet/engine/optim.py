@@ -16,12 +16,15 @@ def fused_by_default(params: list[Any], *, fused: bool | None, foreach: bool | N
     both have them for AdamW and SGD since torch 2.4): torch would otherwise run CPU steps
     through its per-tensor Python loop, 3-5x slower. `fused: false` (or any `foreach`) keeps
     torch's own choice. A fused step also takes the NaN guard's on-device skip flag
-    (`found_inf`), so the guard needs no device sync per step."""
+    (`found_inf`), so the guard needs no device sync per step. Not auto-fused: FSDP2's DTensor
+    parameters (`fused: true` asks for it anyway, at torch's risk)."""
     tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     if fused is None and foreach is None:
         supported = _fused_devices()
+        # FSDP2's sharded DTensor parameters keep torch's default: fused SGD and the
+        # on-device found_inf flag do not run on DTensors in torch 2.13
         return bool(tensors) and all(t.device.type in supported and t.is_floating_point()
-                                     for t in tensors) or None
+                                     and not hasattr(t, "to_local") for t in tensors) or None
     if fused:
         bad = [t for t in tensors if t.device.type not in _fused_devices()
                or not t.is_floating_point()]
