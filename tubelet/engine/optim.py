@@ -72,7 +72,9 @@ class SGD(torch.optim.SGD):
 def takes_found_inf(optimizer: torch.optim.Optimizer) -> bool:
     """Whether `optimizer.step()` honours `optimizer.found_inf` (a 0-dim float tensor, 1.0 =
     skip this update, decided on the device): torch's fused kernels and our LARS do."""
-    return bool(optimizer.defaults.get("fused")) or getattr(optimizer, "supports_found_inf", False)
+    # the groups, not the defaults: load_state_dict restores each group's saved `fused`
+    return (all(g.get("fused") for g in optimizer.param_groups)
+            or getattr(optimizer, "supports_found_inf", False))
 
 
 @OPTIMIZERS.register("lars")

@@ -356,6 +356,8 @@ class Trainer:
         parallel.load_full_state(self.model, self.optimizer, model_state=state["model"],
                                  optimizer_state=state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.nan_check is not None and not takes_found_inf(self.optimizer):
+            self.nan_check = None  # the checkpoint's groups were not fused: check per step
         self.step, self.epoch = t["step"], t["epoch"]
         # the sample counter is global, so it carries over to another world size
         self.batch_in_epoch = self.train_sampler.batches_before(self.epoch, t["samples_in_epoch"])
