@@ -1,13 +1,19 @@
 """Trainer overhead: the same tiny video ViT and data through a hand-written loop and through
-`Trainer.fit` (metrics.jsonl, TensorBoard and the rich progress bar on), interleaved.
+`Trainer.fit` (metrics.jsonl, TensorBoard and the rich progress bar on), interleaved; with
+`--floor`, the fixed cost per step on a tiny MLP (a ~0.5 ms step, where it shows): tubelet's
+Trainer (metrics.jsonl, TensorBoard, progress, NaN guard on) and, when `lightning` is
+installed (not a tubelet dependency), Fabric, each in us/step over a raw loop.
 
-    python benchmarks/trainer_overhead.py [--reps 7] [--steps 60] [--threads 1]
+    python benchmarks/trainer_overhead.py [--reps 7] [--steps 60] [--threads 1] [--fabric]
+    python benchmarks/trainer_overhead.py --floor [--reps 7] [--steps 1500]
 
-Prints per-repetition throughputs, and last the median ratio Trainer / hand-written loop.
+Prints per-repetition figures, and last the median ratio (or us/step over the raw loop).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import statistics
 import tempfile
 import time
@@ -21,6 +27,7 @@ from tubelet.data.loader import ResumableSampler, build_loader
 from tubelet.data.seeding import split_key
 from tubelet.engine.optim import param_groups
 from tubelet.engine.schedule import cosine_lr
+from tubelet.engine.hooks import Hook
 from tubelet.engine.trainer import Trainer
 from tubelet.loggers import RunLogger, setup_text_log
 from tubelet.models import create_model
@@ -53,7 +60,10 @@ def make_model() -> torch.nn.Module:
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(param_groups(model, weight_decay=0.05), lr=LR)
+    # tubelet's default in every loop (fused where the device has it), so the loops differ
+    # only in what wraps the step
+    from tubelet.engine.optim import AdamW
+    return AdamW(param_groups(model, weight_decay=0.05), lr=LR)
 
 
 def make_loader(dataset: Dataset):
@@ -79,6 +89,27 @@ def hand_loop(dataset: Dataset) -> float:
     return total * BATCH / (time.perf_counter() - start)
 
 
+def fabric_loop(dataset: Dataset) -> float:
+    """The hand-written loop under Lightning Fabric (no logger, no progress bar)."""
+    from lightning.fabric import Fabric
+    fabric = Fabric(accelerator="cpu", devices=1)
+    model = make_model()
+    model, optimizer = fabric.setup(model, make_optimizer(model))
+    loader = fabric.setup_dataloaders(make_loader(dataset)[0], use_distributed_sampler=False)
+    total = len(loader)
+    start = time.perf_counter()
+    model.train()
+    for step, batch in enumerate(loader):
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, base_lr=LR, total_steps=total, warmup_steps=total // 10)
+        loss = F.cross_entropy(model(batch["video"]), batch["label"])
+        fabric.backward(loss)
+        fabric.clip_gradients(model, optimizer, max_norm=1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return total * BATCH / (time.perf_counter() - start)
+
+
 def trainer_loop(dataset: Dataset, run_dir: Path) -> float:
     model = make_model()
     loader, sampler = make_loader(dataset)
@@ -92,6 +123,135 @@ def trainer_loop(dataset: Dataset, run_dir: Path) -> float:
     return trainer.total_steps * BATCH / (time.perf_counter() - start)
 
 
+# ------------------------------------------------------------------ the per-step floor
+MLP_IN, MLP_BATCH, WARMUP = 256, 32, 50
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.thread_time()
+
+
+def _per_step(start: tuple[float, float], steps: int) -> tuple[float, float]:
+    """(wall, main-thread CPU) seconds per step. On a loaded machine the CPU time is the
+    steadier figure: it counts the loop's own work, not the waits for a core (the progress
+    bar's and TensorBoard's threads are not in it; they cost wall time only when no core is
+    free for them)."""
+    wall, cpu = _now()
+    return (wall - start[0]) / steps, (cpu - start[1]) / steps
+
+
+class InMemoryRows(Dataset):
+    def __init__(self, num_samples: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(num_samples, MLP_IN, generator=g)
+        self.y = torch.randint(0, NUM_CLASSES, (num_samples,), generator=g)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, key):
+        index, _ = split_key(key)
+        return {"video": self.x[index], "label": int(self.y[index]), "index": index}
+
+
+def make_mlp() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(MLP_IN, 512), torch.nn.GELU(),
+                               torch.nn.Linear(512, 512), torch.nn.GELU(),
+                               torch.nn.Linear(512, NUM_CLASSES))
+
+
+def mlp_setup(dataset: Dataset):
+    model = make_mlp()
+    # the same optimizer in every loop: tubelet's default (fused AdamW where supported)
+    from tubelet.engine.optim import AdamW
+    optimizer = AdamW(param_groups(model, weight_decay=0.05), lr=LR)
+    sampler = ResumableSampler(len(dataset), batch_size=MLP_BATCH, seed=0)
+    return model, optimizer, build_loader(dataset, sampler=sampler), sampler
+
+
+def raw_floor(dataset: Dataset) -> float:
+    """Seconds per step after WARMUP steps: forward, backward, step, zero_grad."""
+    model, optimizer, loader, _ = mlp_setup(dataset)
+    model.train()
+    for i, batch in enumerate(loader):
+        if i == WARMUP:
+            start = _now()
+        loss = F.cross_entropy(model(batch["video"]), batch["label"])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return _per_step(start, len(loader) - WARMUP)
+
+
+def fabric_floor(dataset: Dataset) -> float:
+    from lightning.fabric import Fabric
+    fabric = Fabric(accelerator="cpu", devices=1)
+    model, optimizer, loader, _ = mlp_setup(dataset)
+    model, optimizer = fabric.setup(model, optimizer)
+    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
+    model.train()
+    for i, batch in enumerate(loader):
+        if i == WARMUP:
+            start = _now()
+        loss = F.cross_entropy(model(batch["video"]), batch["label"])
+        fabric.backward(loss)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return _per_step(start, len(loader) - WARMUP)
+
+
+class _Clock(Hook):
+    """Wall time from the end of step WARMUP to the end of the last step: whole iterations
+    (data, step, guard, logging, progress), none of fit()'s start or its final checkpoint."""
+
+    def after_step(self, trainer) -> None:
+        if trainer.step == WARMUP:
+            self.start = _now()
+        elif trainer.step == trainer.total_steps:
+            self.per_step = _per_step(self.start, trainer.total_steps - WARMUP)
+
+
+def tubelet_floor(dataset: Dataset, run_dir: Path, *, nan_guard: str = "stop") -> float:
+    model, optimizer, loader, sampler = mlp_setup(dataset)
+    clock = _Clock()
+    trainer = Trainer(model=model, task=ClassificationTask(NUM_CLASSES), train_loader=loader,
+                      optimizer=optimizer, train_sampler=sampler, val_loader=None,
+                      run_dir=run_dir, base_lr=LR, device=torch.device("cpu"), epochs=1,
+                      logger=RunLogger(run_dir, tensorboard=True, progress=True), hooks=[clock],
+                      warmup_epochs=0.1, log_interval=10, nan_guard=nan_guard)
+    trainer.fit()
+    return clock.per_step
+
+
+def floor(args) -> None:
+    dataset = InMemoryRows((args.steps + WARMUP) * MLP_BATCH)
+    have_fabric = importlib.util.find_spec("lightning") is not None
+    sides = ["raw", "tubelet", "tubelet_noguard"] + (["fabric"] if have_fabric else [])
+    got: dict[str, list[float]] = {k: [] for k in sides}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_floor(dataset)  # warm-up
+        for rep in range(args.reps):
+            order = sides if rep % 2 == 0 else sides[::-1]
+            for side in order:
+                run_dir = Path(tmp) / f"{side}{rep}"
+                got[side].append(
+                    raw_floor(dataset) if side == "raw" else fabric_floor(dataset)
+                    if side == "fabric" else tubelet_floor(
+                        dataset, run_dir, nan_guard="off" if side.endswith("noguard") else "stop"))
+            print(f"rep {rep}: " + "  ".join(f"{k} {v[-1][0] * 1e6:.1f} us/step "
+                                              f"(cpu {v[-1][1] * 1e6:.1f})"
+                                              for k, v in got.items()), flush=True)
+    for i, what in enumerate(("wall", "main-thread cpu")):
+        raw = statistics.median(x[i] for x in got["raw"]) * 1e6
+        print(f"{what}: raw loop {raw:.1f} us/step (median of {args.reps})")
+        for side in sides[1:]:
+            over = statistics.median([(a[i] - b[i]) * 1e6 for a, b in zip(got[side], got["raw"])])
+            print(f"{what}: {side} over the raw loop: {over:+.1f} us/step "
+                  "(median of per-rep differences)")
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=7)
@@ -100,30 +260,32 @@ def main() -> None:
                    help="torch intra-op threads (default: torch's choice). With 1 on a 2-core "
                         "machine the progress/TensorBoard threads get their own core, so the "
                         "ratio measures the loop rather than contention for the cores")
+    p.add_argument("--floor", action="store_true", help="the tiny-MLP per-step floor")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.floor:
+        args.steps = args.steps if args.steps != 60 else 1500
+        return floor(args)
     dataset = InMemoryClips(args.steps * BATCH)
     setup_text_log(None, enabled=False)
     hand_loop(dataset)  # warm-up: first-call allocations and lazy imports
-    ratios, hand, ours = [], [], []
+    sides = ["hand", "trainer"] + (["fabric"] if importlib.util.find_spec("lightning") else [])
+    got: dict[str, list[float]] = {k: [] for k in sides}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.reps):
-            # alternate which side goes first, so drift on a noisy machine hits both equally
-            order = ("hand", "trainer") if rep % 2 == 0 else ("trainer", "hand")
-            got = {}
-            for side in order:
-                got[side] = (hand_loop(dataset) if side == "hand"
-                             else trainer_loop(dataset, Path(tmp) / f"rep{rep}"))
-            hand.append(got["hand"])
-            ours.append(got["trainer"])
-            ratios.append(got["trainer"] / got["hand"])
-            print(f"rep {rep}: hand {got['hand']:.1f} clips/s  trainer {got['trainer']:.1f} "
-                  f"clips/s  ratio {ratios[-1]:.3f}", flush=True)
-    print(f"median throughput: hand {statistics.median(hand):.1f} clips/s, "
-          f"trainer {statistics.median(ours):.1f} clips/s")
-    print(f"trainer/hand throughput ratio (median of {args.reps}): {statistics.median(ratios):.3f}")
-
+            # alternate the order, so drift on a noisy machine hits every side equally
+            for side in sides if rep % 2 == 0 else sides[::-1]:
+                got[side].append(hand_loop(dataset) if side == "hand" else fabric_loop(dataset)
+                                 if side == "fabric" else trainer_loop(dataset, Path(tmp) / f"rep{rep}"))
+            print(f"rep {rep}: " + "  ".join(f"{k} {v[-1]:.1f} clips/s" for k, v in got.items()),
+                  flush=True)
+    print("median throughput: " + ", ".join(f"{k} {statistics.median(v):.1f} clips/s"
+                                              for k, v in got.items())
+          + f"; load average {os.getloadavg()[0]:.2f}")
+    for side in sides[1:]:
+        ratio = statistics.median(a / b for a, b in zip(got[side], got["hand"]))
+        print(f"{side}/hand throughput ratio (median of {args.reps}): {ratio:.3f}")
 
 if __name__ == "__main__":
     main()

@@ -16,8 +16,8 @@ from typing import Any
 RESUME_ALLOWED = (
     "train.epochs", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
     "train.keep_last", "train.progress", "train.tensorboard", "train.device", "train.threads",
-    "train.nan_skip_limit", "train.accum_steps", "train.early_stop", "data.batch_size", "data.dynamic_batch",
-    "data.num_workers",
+    "train.nan_skip_limit", "train.accum_steps", "train.early_stop", "train.async_checkpoint",
+    "data.batch_size", "data.dynamic_batch", "data.num_workers",
     "data.persistent_workers", "data.prefetch_factor", "data.max_bad_fraction",
     "data.val_batch_size", "data.test", "train.test_checkpoint", "resume", "run", "checkpoint",
     "distributed.timeout_s", "distributed.backend", "distributed.strategy", "trackers",

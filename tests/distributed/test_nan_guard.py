@@ -10,7 +10,7 @@ import torch
 
 from tubelet.engine.checkpoint import list_checkpoints
 
-from .conftest import STEPS, ckpt, run, torchrun_cmd, train_args
+from .conftest import STEPS, assert_every_tensor_equal, ckpt, run, torchrun_cmd, train_args
 
 pytestmark = pytest.mark.slow
 EXIT_NONFINITE = 3
@@ -44,7 +44,7 @@ def test_nan_on_rank1_stops_both_ranks_before_the_update(tmp_path, tiny_data_roo
 def test_skip_policy_skips_on_all_ranks_then_aborts_after_n_in_a_row(tmp_path, tiny_data_root):
     stamp = tmp_path / "nan_at"
     args = nan_args(tiny_data_root, stamp, "task.nan_calls=[3,9,10]", "train.nan_guard=skip",
-                    "train.nan_skip_limit=1")
+                    "train.nan_skip_limit=1", "train.keep_last=20")
     proc = run(torchrun_cmd(*args), cwd=tmp_path, check=False, timeout=90)
     assert proc.returncode != 0
     assert "non-finite loss at step 2 on rank(s) [1]: update skipped on all ranks (1 in a row)" \
@@ -57,3 +57,10 @@ def test_skip_policy_skips_on_all_ranks_then_aborts_after_n_in_a_row(tmp_path, t
     for path in list_checkpoints(tmp_path / "run" / "checkpoints"):
         state = torch.load(path, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["model"].values()), path
+    # skipped on the device (fused AdamW's found_inf, the agreed flag): the weights and the
+    # optimizer state after step 2 are those before it, and training went on after it
+    states = {n: torch.load(tmp_path / "run" / "checkpoints" / f"step_{n:08d}.pt",
+                            weights_only=True) for n in (2, 3, 4)}
+    assert_every_tensor_equal(states[2]["model"], states[3]["model"])
+    assert_every_tensor_equal(states[2]["optimizer"]["state"], states[3]["optimizer"]["state"])
+    assert not torch.equal(states[3]["model"]["head.weight"], states[4]["model"]["head.weight"])

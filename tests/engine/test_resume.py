@@ -177,16 +177,20 @@ def test_disk_full_is_one_line_leaves_no_temp_and_resumes_exact(tmp_path, tiny_d
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.parametrize("write", ["sync", "async"])
 def test_sigkill_during_a_checkpoint_write_then_resume_is_bit_exact(tmp_path, tiny_data_root,
-                                                                     reference, reference_dir):
-    """Killed while a temp file of a checkpoint is open (data, digest or last.pt link);
+                                                                     reference, reference_dir,
+                                                                     write):
+    """Killed while a temp file of a checkpoint is open (data, digest or last.pt link), by
+    the loop itself or (async) by the background writer while the loop trains on;
     benchmarks/kill_resume.py does this at 20 moments."""
     import os
     import signal
     import subprocess
     import time
     ckpts = tmp_path / "run" / "checkpoints"
-    proc = subprocess.Popen(tubelet_cmd(*args(tiny_data_root, "run")), cwd=tmp_path,
+    extra = ["train.async_checkpoint=true"] if write == "async" else []
+    proc = subprocess.Popen(tubelet_cmd(*args(tiny_data_root, "run", *extra)), cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
@@ -199,7 +203,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume_is_bit_exact(tmp_path, ti
     finally:
         proc.wait(timeout=30)
     killed_at = load_checkpoint(ckpts / "last.pt")["trainer"]["step"]
-    proc = run_tubelet(*args(tiny_data_root, "run"), cwd=tmp_path)
+    proc = run_tubelet(*args(tiny_data_root, "run", *extra), cwd=tmp_path)
     # killed between a step file and its last.pt link, it resumes from the newer step file
     resumed = re.search(r"resumed from \S+ at epoch \d+ step (\d+)", proc.stderr)
     assert resumed and int(resumed.group(1)) >= killed_at >= 5

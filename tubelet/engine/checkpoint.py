@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
 DIGEST_SUFFIX = ".sha256"
 CORRUPT_DIR = "corrupt"  # checkpoints/corrupt/: files resume=auto could not use, moved aside
 _CHUNK = 1 << 22
+_OVERLAP = 1 << 20  # chunks from this size on are hashed while they are written
 
 
 class CheckpointError(ConfigError):
@@ -68,18 +70,26 @@ def _write_digest(path: Path, digest: str) -> None:
 
 class _HashingWriter:
     """A file object for torch.save that hashes what it writes and keeps the OSError a
-    write raised (torch wraps it in an opaque RuntimeError)."""
+    write raised (torch wraps it in an opaque RuntimeError). A large chunk (a tensor's
+    bytes) is hashed in a helper thread while this one writes it: both release the GIL, so
+    the save costs about max(write, sha256) instead of their sum. `write` returns only when
+    both are done, so torch's buffer is never read after it is handed back."""
 
-    def __init__(self, f: Any) -> None:
-        self.f, self.sha, self.error = f, hashlib.sha256(), None
+    def __init__(self, f: Any, hasher: ThreadPoolExecutor) -> None:
+        self.f, self.sha, self.error, self.hasher = f, hashlib.sha256(), None, hasher
 
     def write(self, data: bytes) -> int:
+        hashing = self.hasher.submit(self.sha.update, data) if len(data) >= _OVERLAP else None
         try:
             n = self.f.write(data)
         except OSError as e:
             self.error = e
             raise
-        self.sha.update(data)
+        finally:
+            if hashing is not None:
+                hashing.result()
+        if hashing is None:
+            self.sha.update(data)
         return n
 
     def flush(self) -> None:
@@ -114,8 +124,8 @@ def _write_temp(state: dict[str, Any], tmp: Path) -> str:
     """`state` into `tmp`, fsynced; returns its sha256, computed while writing."""
     writer = None
     try:
-        with open(tmp, "wb") as f:
-            writer = _HashingWriter(f)
+        with open(tmp, "wb") as f, ThreadPoolExecutor(1, "tubelet-sha256") as hasher:
+            writer = _HashingWriter(f, hasher)
             torch.save(state, writer)
             f.flush()
             os.fsync(f.fileno())

@@ -184,6 +184,31 @@ class StepGuard:
         self.overflow = flags[2] > 0
         return self._nonfinite(step, flags[3:])
 
+    def check_host_only(self) -> None:
+        """One process, NaN check on the device (engine/nan_check.py): agree on the stop
+        signal and the bad-file limit without touching the device."""
+        self._agree_stop(self.signals.level)
+        self.agree_bad_data(self._bad_data_flag())
+
+    def agree(self, code: torch.Tensor) -> torch.Tensor:
+        """Several ranks, NaN check on the device: this rank's verdict `code` (0-dim: 2 its
+        loss, 1 only its gradients are non-finite) goes into the one per-step all-reduce with
+        the stop and bad-file flags; returns every rank's code (on the device, unread)."""
+        world, rank = dist.get_world_size(), dist.get_rank()
+        flags = torch.zeros(world + 2, device=self.device)
+        flags[0] = self.signals.level
+        flags[1] = self._bad_data_flag()
+        flags[2 + rank] = code
+        flags = dist.all_reduce_max(flags.to(dist.collective_device()))
+        level, bad = flags[:2].tolist()  # the per-step read agreeing on stop signals
+        self._agree_stop(level)
+        self.agree_bad_data(bad)
+        return flags[2:].to(self.device)
+
+    def verdict(self, step: int, codes: list[float]) -> bool:
+        """The policy for one step's per-rank codes (see `_nonfinite`)."""
+        return self._nonfinite(step, codes)
+
     def _nonfinite(self, step: int, flags: list[float]) -> bool:
         world = len(flags)
         if not any(flags):

@@ -9,8 +9,72 @@ from torch import nn
 
 from tubelet.registry import OPTIMIZERS, ConfigError, did_you_mean
 
-OPTIMIZERS.add("adamw", torch.optim.AdamW)
-OPTIMIZERS.add("sgd", torch.optim.SGD)
+
+def fused_by_default(params: list[Any], *, fused: bool | None, foreach: bool | None,
+                     key: str) -> bool | None:
+    """`fused: null` (the default) means fused where the device has the kernels (CPU and CUDA
+    both have them for AdamW and SGD since torch 2.4): torch would otherwise run CPU steps
+    through its per-tensor Python loop, 3-5x slower. `fused: false` (or any `foreach`) keeps
+    torch's own choice. A fused step also takes the NaN guard's on-device skip flag
+    (`found_inf`), so the guard needs no device sync per step. Not auto-fused: FSDP2's DTensor
+    parameters (`fused: true` asks for it anyway, at torch's risk)."""
+    tensors = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    if fused is None and foreach is None:
+        supported = _fused_devices()
+        # FSDP2's sharded DTensor parameters keep torch's default: fused SGD and the
+        # on-device found_inf flag do not run on DTensors in torch 2.13
+        return bool(tensors) and all(t.device.type in supported and t.is_floating_point()
+                                     and not hasattr(t, "to_local") for t in tensors) or None
+    if fused:
+        bad = [t for t in tensors if t.device.type not in _fused_devices()
+               or not t.is_floating_point()]
+        if bad:
+            raise ConfigError(f"{key}.fused: true, but torch has no fused kernel for "
+                              f"{bad[0].dtype} parameters on {bad[0].device.type}; "
+                              "use fused: null (auto) or false")
+    return fused
+
+
+def _fused_devices() -> list[str]:
+    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    return _get_fused_kernels_supported_devices()
+
+
+@OPTIMIZERS.register("adamw")
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW, fused by default where the device supports it (`fused_by_default`)."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
+                 foreach: bool | None = None, fused: bool | None = None) -> None:
+        params = list(params)
+        fused = fused_by_default(params, fused=fused, foreach=foreach, key="optimizer")
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                         amsgrad=amsgrad, maximize=maximize, foreach=foreach, fused=fused)
+
+
+@OPTIMIZERS.register("sgd")
+class SGD(torch.optim.SGD):
+    """torch's SGD, fused by default where the device supports it (`fused_by_default`)."""
+
+    def __init__(self, params: Iterable[Any], lr: float = 1e-3, momentum: float = 0.0,
+                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False, *,
+                 maximize: bool = False, foreach: bool | None = None,
+                 fused: bool | None = None) -> None:
+        params = list(params)
+        fused = fused_by_default(params, fused=fused, foreach=foreach, key="optimizer")
+        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
+                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
+                         foreach=foreach, fused=fused)
+
+
+def takes_found_inf(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether `optimizer.step()` honours `optimizer.found_inf` (a 0-dim float tensor, 1.0 =
+    skip this update, decided on the device): torch's fused kernels and our LARS do."""
+    # the groups, not the defaults: load_state_dict restores each group's saved `fused`
+    return (all(g.get("fused") for g in optimizer.param_groups)
+            or getattr(optimizer, "supports_found_inf", False))
 
 
 @OPTIMIZERS.register("lars")
@@ -26,28 +90,52 @@ class LARS(torch.optim.Optimizer):
                         trust_coefficient=trust_coefficient)
         super().__init__(params, defaults)
 
+    supports_found_inf = True  # step() honours `self.found_inf` (see takes_found_inf)
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
+        """One vectorised step per group (torch._foreach_*: a few kernels for all tensors,
+        not a Python loop of small ops). Bit-identical on CPU to the per-tensor loop of
+        mae/util/lars.py: the same elementwise ops in the same order per tensor."""
         loss = closure() if closure is not None else None
+        skip = getattr(self, "found_inf", None)
         for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                update = p.grad
-                if p.ndim > 1:
-                    update = update.add(p, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.norm(p), torch.norm(update)
-                    ratio = torch.where((param_norm > 0) & (update_norm > 0),
-                                        group["trust_coefficient"] * param_norm / update_norm,
-                                        torch.ones_like(param_norm))
-                    update = update.mul(ratio)
-                state = self.state[p]
-                if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p)
-                buf = state["momentum_buffer"]
-                buf.mul_(group["momentum"]).add_(update)
-                p.add_(buf, alpha=-group["lr"])
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._group_step(group, params, skip)
         return loss
+
+    def _group_step(self, group: dict[str, Any], params: list[torch.Tensor],
+                    skip: torch.Tensor | None) -> None:
+        updates = [p.grad for p in params]
+        mats = [i for i, p in enumerate(params) if p.ndim > 1]
+        if mats:
+            scaled = torch._foreach_add([updates[i] for i in mats], [params[i] for i in mats],
+                                        alpha=group["weight_decay"])
+            param_norm = torch.stack(torch._foreach_norm([params[i] for i in mats]))
+            update_norm = torch.stack(torch._foreach_norm(scaled))
+            ratio = torch.where((param_norm > 0) & (update_norm > 0),
+                                group["trust_coefficient"] * param_norm / update_norm,
+                                torch.ones_like(param_norm))
+            torch._foreach_mul_(scaled, list(ratio.unbind()))
+            for i, u in zip(mats, scaled):
+                updates[i] = u
+        for p in params:
+            if "momentum_buffer" not in self.state[p]:
+                self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        if skip is None:
+            torch._foreach_mul_(bufs, group["momentum"])
+            torch._foreach_add_(bufs, updates)
+            torch._foreach_add_(params, bufs, alpha=-group["lr"])
+            return
+        # a step the guard refused on the device: keep buffers and weights as they were
+        # (a where, not a multiply by 0: NaN * 0 is NaN)
+        new_bufs = torch._foreach_add(torch._foreach_mul(bufs, group["momentum"]), updates)
+        new_params = torch._foreach_add(params, new_bufs, alpha=-group["lr"])
+        keep = skip == 0
+        for old, new in zip(bufs + params, new_bufs + new_params):
+            old.copy_(torch.where(keep, new, old))
 
 # Keys of an `optimizer:` node that tubelet consumes before the optimizer class sees the rest.
 GROUP_KEYS = ("blr", "layer_decay", "custom_keys")

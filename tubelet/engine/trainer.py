@@ -15,6 +15,7 @@ from tubelet import distributed as dist
 from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import amp as amp_scaling, parallel, streams
+from tubelet.engine.async_save import AsyncSaver
 from tubelet.engine.databound import DataBoundCheck
 from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
                                        model_mismatch, rng_state, save_checkpoint,
@@ -24,6 +25,8 @@ from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
 from tubelet.engine.evaluate import EvalAbandoned, run_eval, to_device
 from tubelet.engine.meters import Meters
+from tubelet.engine.nan_check import DeviceNanCheck
+from tubelet.engine.optim import takes_found_inf
 from tubelet.engine.profile import StepProfiler, check_profile
 from tubelet.engine.schedule import lr_schedule
 from tubelet.loggers import RunLogger
@@ -45,9 +48,10 @@ class Trainer:
                  amp: str = "none", eval_interval: int = 1, checkpoint_interval: int = 0,
                  keep_last: int = 2, log_interval: int = 10, best_metric: str = "val/acc1",
                  best_mode: str = "max", nan_guard: str = "stop", nan_skip_limit: int = 3,
-                 fp16_init_scale: float = 2.0 ** 16, early_stop: dict | None = None,
-                 profile: dict | None = None, extra_state: dict[str, Any] | None = None,
-                 tester: Any = None, schedule: dict[str, Any] | None = None) -> None:
+                 fp16_init_scale: float = 2.0 ** 16, async_checkpoint: bool = False,
+                 early_stop: dict | None = None, profile: dict | None = None,
+                 extra_state: dict[str, Any] | None = None, tester: Any = None,
+                 schedule: dict[str, Any] | None = None) -> None:
         if amp not in AMP_DTYPES:
             raise ConfigError(f"train.amp: unknown {amp!r}; choose one of {list(AMP_DTYPES)}")
         if amp == "fp16" and device.type != "cuda":  # torch's GradScaler runs on CPU too
@@ -88,6 +92,17 @@ class Trainer:
                                if getattr(loader, "bad_data", None) is not None]
         for bad in self.guard.bad_data:
             bad.deferred = True
+        # the NaN check decided on the device and read at the next log (engine/nan_check.py);
+        # under fp16 the GradScaler owns the optimizer's found_inf, so that checks per step
+        self.nan_check = (DeviceNanCheck(self.guard, device=device,
+                                         world_size=dist.get_world_size())
+                          if nan_guard != "off" and amp != "fp16" and takes_found_inf(optimizer)
+                          else None)
+        self._autocast = (contextlib.nullcontext if self.amp_dtype is None else
+                          lambda: torch.autocast(device.type, dtype=self.amp_dtype))
+        self._params: list[nn.Parameter] | None = None  # trainable, cached at the first step
+        # rank 0 writes checkpoints in the background: the loop waits only for the copy
+        self._saver = AsyncSaver() if async_checkpoint else None
 
         self.world_size = dist.get_world_size()
         # what one optimizer step consumes over all ranks (samples, or pixels for dynamic
@@ -128,6 +143,8 @@ class Trainer:
         finally:
             if self._profiler:
                 self._profiler.close()
+            if self._saver is not None:  # on an error's way out: let a started write commit
+                self._saver.close()
             self.logger.close()
 
     def _fit(self) -> dict[str, float]:
@@ -176,6 +193,8 @@ class Trainer:
                     if self.early_stop is not None:  # agreed across ranks, saved just below
                         self.early_stop.after_eval(self, self.metrics)
                 self.save_checkpoint(is_best=is_best)
+            # the last checkpoint is committed before it is tested and before the run ends
+            self.wait_for_save()
             if self.tester is not None:  # after the last checkpoint; once (engine/testing.py)
                 self.metrics = {**self.metrics, **self.tester.after_fit(self)}
         for hook in self.hooks:
@@ -191,17 +210,23 @@ class Trainer:
         # DDP's no_sync skips the gradient all-reduce on micro-batches that do not step.
         no_sync = getattr(self.model, "no_sync", None)
         with (no_sync() if no_sync and not boundary else contextlib.nullcontext()):
-            with torch.autocast(self.device.type, dtype=self.amp_dtype,
-                                enabled=self.amp_dtype is not None):
+            with self._autocast():
                 loss = self.task.loss(self.model, batch)
-            self.scaler.scale(loss / self.accum_steps).backward()
-        self._meters.add_loss(loss.detach())
-        self._step_loss += loss.detach().float()
+            # loss / 1 is loss exactly: skip the op when not accumulating
+            self.scaler.scale(loss / self.accum_steps if self.accum_steps > 1 else loss).backward()
+        loss = loss.detach().float()
+        self._meters.add_loss(loss)
+        # a new tensor per step (the device NaN check keeps it until its next read)
+        first = (self.batch_in_epoch - 1) % self.accum_steps == 0
+        self._step_loss = loss if first else self._step_loss + loss
         if not boundary:
             return False
         lr = self.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
+        if self.nan_check is not None:
+            self._device_checked_update()
+            return True
         overflow = amp_scaling.unscale(self.scaler, self.optimizer)  # None without fp16
         grad_norm = self.grad_norm(scaled=overflow is not None)
         # all ranks agree here, before the update, on NaN/inf anywhere, on an fp16 overflow
@@ -217,9 +242,36 @@ class Trainer:
             self.scaler.step(self.optimizer)  # skips the update itself on an overflow
         self.scaler.update()  # a no-op without fp16; else it closes the step unscale_ opened
         self.optimizer.zero_grad(set_to_none=True)
-        self._step_loss.zero_()
         self.step += 1
         return True
+
+    def _device_checked_update(self) -> None:
+        """Clip, check and step with no device sync: a non-finite loss or gradient sets the
+        optimizer's `found_inf` on the device and the update is skipped there (on every
+        rank alike); the guard reports it at the next log (`settle_nan_check`)."""
+        if self._params is None:
+            self._params = [p for p in self.model.parameters() if p.requires_grad]
+        params = [p for p in self._params if p.grad is not None]
+        if self.clip_grad is not None:  # the norm clipping computes says it all
+            norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
+            self._meters.grad_norm = norm
+            grads = [norm]
+        else:
+            grads = [p.grad for p in params]
+        self.optimizer.found_inf = self.nan_check.check(step=self.step, loss=self._step_loss,
+                                                        grads=grads)
+        try:
+            self.optimizer.step()
+        finally:
+            del self.optimizer.found_inf  # only this step's; a GradScaler sets its own
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+
+    def settle_nan_check(self) -> None:
+        """Read the device NaN flags since the last read and apply the guard's policy (may
+        raise NonFiniteError): before every log line, checkpoint and evaluation."""
+        if self.nan_check is not None:
+            self.nan_check.settle()
 
     def grad_norm(self, *, scaled: bool = False) -> torch.Tensor | None:
         """Clip the (unscaled) gradients; the norm for the guard, or None. None when `scaled`
@@ -237,6 +289,7 @@ class Trainer:
         """Evaluate after an epoch. A stop signal is agreed between eval batches: the eval is
         abandoned and the checkpoint saved as at the end of the epoch's training, so a resume
         runs this eval again (`preempt` raises)."""
+        self.settle_nan_check()  # never evaluate weights past a step the guard stops at
         rng = rng_state()  # a resumed eval must draw what this one would have
         try:
             with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
@@ -256,10 +309,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces of the loop
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.device.type == "cpu":  # the loader's tensors are on the CPU: nothing to move
+            return batch
         return to_device(batch, self.device)
 
     def log_train(self) -> None:
         """The only place a training step syncs with the device: every `log_interval` steps."""
+        self.settle_nan_check()
         fields = self._meters.read()
         fields["lr"] = self.optimizer.param_groups[-1]["lr"]
         if self.scaler.is_enabled():  # fp16: how many updates the loss scaler skipped so far
@@ -291,6 +347,7 @@ class Trainer:
         """Save one checkpoint at this step (every rank is here, at the same step) and leave:
         exit 130 when any rank got Ctrl-C, else 75 (see guard.py)."""
         self.save_checkpoint()
+        self.wait_for_save()  # exit 75/130 promises the checkpoint is on disk
         raise Preempted(self.step, self.guard.signals.received or "signal on another rank",
                         interrupted=self.guard.interrupted)
 
@@ -333,6 +390,8 @@ class Trainer:
         parallel.load_full_state(self.model, self.optimizer, model_state=state["model"],
                                  optimizer_state=state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
+        if self.nan_check is not None and not takes_found_inf(self.optimizer):
+            self.nan_check = None  # the checkpoint's groups were not fused: check per step
         self.step, self.epoch = t["step"], t["epoch"]
         # the sample counter is global, so it carries over to another world size
         self.batch_in_epoch = self.train_sampler.batches_before(self.epoch, t["samples_in_epoch"])
@@ -368,17 +427,38 @@ class Trainer:
             "they match (dynamic batches also need the same world size and data.dynamic_batch)")
 
     def save_checkpoint(self, *, is_best: bool = False) -> None:
+        self.settle_nan_check()  # never save weights past a step the guard must stop at
         state = self.state_dict()  # on every rank: gathering it is a collective
         error = None
         if dist.is_main():
             self.logger.sync()  # the metrics rows up to this step are on disk with it
             try:
-                path = save_checkpoint(state, self.ckpt_dir, step=self.step,
-                                       keep_last=self.keep_last, is_best=is_best)
-                log.info("saved %s", path)
+                if self._saver is not None:  # waits for the previous write, copies, returns
+                    self._saver.save(state, self.ckpt_dir, step=self.step, is_best=is_best,
+                                     keep_last=self.keep_last,
+                                     done=lambda path: log.info("saved %s", path))
+                else:
+                    path = save_checkpoint(state, self.ckpt_dir, step=self.step,
+                                           keep_last=self.keep_last, is_best=is_best)
+                    log.info("saved %s", path)
             except ConfigError as e:  # a full disk: every rank stops with the one line
                 error = str(e)
         # also the barrier: no rank runs ahead of a checkpoint it may need to resume from
+        error = dist.broadcast_object(error)
+        if error is not None:
+            raise ConfigError(error)
+
+    def wait_for_save(self) -> None:
+        """Block until the background checkpoint write (if any) committed; a write error
+        (a full disk) stops every rank with its one line, as a synchronous save does."""
+        if self._saver is None:
+            return
+        error = None
+        if dist.is_main():
+            try:
+                self._saver.wait()
+            except ConfigError as e:
+                error = str(e)
         error = dist.broadcast_object(error)
         if error is not None:
             raise ConfigError(error)
