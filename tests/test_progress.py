@@ -53,9 +53,11 @@ def test_the_bar_moves_every_step_with_an_eta_from_the_first_steps(tmp_path):
     logger.advance(step=0, epoch=0, epochs=15)
     assert task.fields["epoch"] == "1/15" and task.time_remaining is None  # shown from the start
     for step in (1, 2, 3):
-        time.sleep(0.01)
+        time.sleep(0.11)  # the bar moves at most every 0.1 s (RunLogger.advance)
         logger.advance(step=step, epoch=0, epochs=15)
     assert task.completed == 3 and task.time_remaining is not None  # after 3 of 600 steps
+    logger.advance(step=4, epoch=0, epochs=15)  # within 0.1 s of the last move: not drawn
+    assert task.completed == 3
     logger.progress(step=3, epoch=0, fields=FIELDS, epochs=15)
     assert task.fields["text"] == "loss 2 lr 1.00e-03 data 25% 0.2 s/step"
     logger.advance(step=41, epoch=1, epochs=15)

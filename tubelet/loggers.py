@@ -64,6 +64,7 @@ class RunLogger:
         self._progress = _RichProgress() if (enabled and use_rich) else None
         self._eta = _Eta()
         self._advanced = 0.0  # when the bar last moved (monotonic seconds)
+        self._shown_epoch = ""  # the epoch the bar shows
 
     def start(self, *, total_steps: int, step: int, repair: bool = True) -> None:
         """Open the sinks at `step`. A resumed run first drops what a killed run logged after
@@ -116,14 +117,15 @@ class RunLogger:
     def advance(self, *, step: int, epoch: int, epochs: int) -> None:
         """Every step: move the bar to `step` (0-based `epoch`, shown 1-based). Host counters
         only, no device sync. rich redraws from its own thread at 2 Hz, so the bar is moved
-        at most every 0.1 s (and at the last step): its update takes a lock and recomputes
-        the task's speed, tens of microseconds a step on a fast loop."""
+        at most every 0.1 s (and at the last step and a new epoch): its update takes a lock
+        and recomputes the task's speed, tens of microseconds a step on a fast loop."""
         if self._progress:
-            now = time.monotonic()
-            if now - self._advanced < 0.1 and step < self._eta.total_steps:
+            now, shown = time.monotonic(), f"{epoch + 1}/{epochs}"
+            if (now - self._advanced < 0.1 and step < self._eta.total_steps
+                    and shown == self._shown_epoch):
                 return
-            self._advanced = now
-            self._progress.advance(step=step, epoch=f"{epoch + 1}/{epochs}")
+            self._advanced, self._shown_epoch = now, shown
+            self._progress.advance(step=step, epoch=shown)
 
     def progress(self, *, step: int, epoch: int, fields: dict[str, float],
                  epochs: int | None = None) -> None:
