@@ -56,9 +56,13 @@ def test_config_prints_the_resolved_recipe(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_then_eval_a_file_a_run_dir_and_an_export_alike(tmp_path, tiny_data_root):
+def test_train_then_eval_a_file_a_run_dir_and_an_export_alike(tmp_path, tiny_data_root, capsys,
+                                                             monkeypatch):
     """The last epoch is evaluated although eval_interval does not divide it, and `eval` gives
-    the same accuracy from the checkpoint file, the run directory and a safetensors export."""
+    the same accuracy from the checkpoint file, the run directory and a safetensors export.
+    Train and export run as the real command; the three evals in this process (the same
+    `tubelet.cli.main`, three interpreter starts fewer: eval's exit codes are tested above)."""
+    from tubelet import cli
     run_tubelet("train", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}", "run.dir=r",
                 "train.epochs=2", "train.eval_interval=5", cwd=tmp_path)
     run_dir = tmp_path / "r"
@@ -68,10 +72,15 @@ def test_train_then_eval_a_file_a_run_dir_and_an_export_alike(tmp_path, tiny_dat
     evals = [row for row in rows if "val/acc1" in row]
     assert [row["epoch"] for row in evals] == [2]  # only the last epoch, 1-based
     run_tubelet("export", str(run_dir), "w.safetensors", cwd=tmp_path)
+    import torch
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # the worker's stay its own
+    capsys.readouterr()
     for checkpoint in (run_dir / "checkpoints" / "last.pt", run_dir, tmp_path / "w.safetensors"):
-        proc = run_tubelet("eval", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
-                           f"checkpoint={checkpoint}", cwd=tmp_path)
-        assert json.loads(proc.stdout)["val/acc1"] == evals[-1]["val/acc1"], checkpoint
+        assert cli.main(["eval", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
+                         f"checkpoint={checkpoint}"]) == 0
+        out = capsys.readouterr().out
+        assert json.loads(out)["val/acc1"] == evals[-1]["val/acc1"], checkpoint
 
 
 def test_eval_without_a_checkpoint_gets_the_usage_line(tmp_path):

@@ -211,7 +211,7 @@ def test_bad_data_on_one_rank_stops_both_at_the_same_step_with_exit_2(tmp_path, 
 
 def slow_eval_args(root: Path, run_dir: str, stamp: Path, *extra: str) -> list[str]:
     return train_args(root, run_dir, "imports=[dist_tasks]", "task.type=slow_eval_classification",
-                      f"task.stamp_file={stamp}", "task.eval_sleep=1.0", "data.val_batch_size=2",
+                      f"task.stamp_file={stamp}", "task.eval_sleep=0.5", "data.val_batch_size=2",
                       "train.epochs=2", *extra)
 
 
@@ -229,7 +229,7 @@ def test_sigterm_during_a_long_eval_stops_both_ranks_and_resume_reruns_it(tmp_pa
         assert proc.poll() is None and time.monotonic() < deadline, "no eval started"
         time.sleep(0.02)
     sent = time.time()
-    os.kill(worker_pids(proc.pid)[0], signal.SIGTERM)  # rank 0 only, up to 3 x 1 s of eval left
+    os.kill(worker_pids(proc.pid)[0], signal.SIGTERM)  # rank 0 only, up to 3 x 0.5 s of eval left
     seen = watch_workers(proc)
     _, stderr = proc.communicate(timeout=60)
     took = max(seen.values()) - sent
