@@ -340,6 +340,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, out: TextIO, to
         raise ConfigError("--top-k, --batch-size: must be >= 1; --workers: >= 0")
     if stride_s is not None and window_s is None:
         raise ConfigError("--stride: needs --window")
+    chosen = parse_views(views)  # argument errors before the checkpoint is read
     trained = load_trained(checkpoint)
     card, dev = trained.card, _device(device)
     if card.get("task") == "mae_pretrain":
@@ -349,7 +350,7 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, out: TextIO, to
     if "num_frames" not in clip:
         raise ConfigError(f"checkpoint: {trained.path}: its {card.get('source')} does not say "
                           "how to sample a clip (not a video dataset)")
-    if (chosen := parse_views(views)) is not None:
+    if chosen is not None:
         clip["temporal_views"], clip["spatial_crops"] = chosen
     if trained.no_names:
         print(f"predict: class indices, not names: {trained.no_names}", file=sys.stderr)
