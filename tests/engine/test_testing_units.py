@@ -88,20 +88,28 @@ def test_a_large_label_set_shows_the_most_confused_classes():
     assert chosen.tolist() == sorted(chosen.tolist())
 
 
-def test_without_matplotlib_the_png_is_skipped_with_one_line(tmp_path, monkeypatch, caplog):
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_without_matplotlib_the_png_is_skipped_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # import fails
-    with caplog.at_level(logging.INFO, logger="tubelet"):
-        logging.getLogger("tubelet").propagate = True
-        try:
-            _, _, files, image = _classification_files(tmp_path, 4)
-        finally:
-            logging.getLogger("tubelet").propagate = False
+    logger, records = logging.getLogger("tubelet"), _Records()
+    monkeypatch.setattr(logger, "level", logging.INFO)  # whatever earlier runs set it to
+    logger.addHandler(records)
+    try:
+        _, _, files, image = _classification_files(tmp_path, 4)
+    finally:
+        logger.removeHandler(records)
     assert image is None and "confusion_png" not in files
     assert not (tmp_path / "test/confusion_matrix.png").exists()
     assert (tmp_path / "test/confusion_matrix.csv").is_file()
-    # by record: an earlier test's handler may hand the same record to caplog twice
-    records = {id(r): r for r in caplog.records}.values()
-    lines = [r.getMessage() for r in records if "matplotlib" in r.getMessage()]
+    lines = [r.getMessage() for r in records.records if "matplotlib" in r.getMessage()]
     assert len(lines) == 1 and "tubelet[plot]" in lines[0], lines
 
 
