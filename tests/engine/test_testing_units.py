@@ -100,12 +100,16 @@ class _Records(logging.Handler):
 def test_without_matplotlib_the_png_is_skipped_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)  # import fails
     logger, records = logging.getLogger("tubelet"), _Records()
-    monkeypatch.setattr(logger, "level", logging.INFO)  # whatever earlier runs set it to
+    # whatever earlier tests set; setLevel (not a plain attribute) also clears the logger's
+    # isEnabledFor cache, which otherwise still drops INFO after a WARNING level was seen
+    level = logger.level
+    logger.setLevel(logging.INFO)
     logger.addHandler(records)
     try:
         _, _, files, image = _classification_files(tmp_path, 4)
     finally:
         logger.removeHandler(records)
+        logger.setLevel(level)
     assert image is None and "confusion_png" not in files
     assert not (tmp_path / "test/confusion_matrix.png").exists()
     assert (tmp_path / "test/confusion_matrix.csv").is_file()
