@@ -49,11 +49,16 @@ def _poison(trainer, *, grad_at: int | None = None, loss_at: int | None = None) 
         math.nan if trainer.step == loss_at else 1.0)
 
 
+@pytest.mark.parametrize("host_read", [True, False], ids=["cpu-skips-the-call", "found_inf"])
 def test_nonfinite_steps_are_skipped_on_the_device_and_reported(tmp_path, tiny_data_root,
-                                                               capfd):
+                                                               capfd, host_read):
+    """Both ways a step is skipped: one CPU process reads the flag and does not call step();
+    elsewhere (a GPU, several ranks) the fused kernel gets it as `found_inf`."""
     t = trainer_for(tmp_path, tiny_data_root, "train.nan_guard=skip", "data.val=null",
                     "train.log_interval=100", "train.clip_grad=1.0", "train.epochs=1")
     assert t.nan_check is not None and t.optimizer.defaults["fused"]  # the sync-free path
+    assert t.nan_check.host_readable  # one CPU process
+    t.nan_check.host_readable = host_read
     snaps = Snapshots()
     t.hooks.append(snaps)
     _poison(t, grad_at=2, loss_at=4)

@@ -124,6 +124,7 @@ class StepGuard:
         self.overflow = False  # the last check's agreed fp16 overflow
         # the loaders' bad-file lists (data.batches.BadData, `deferred`): their limit is agreed here
         self.bad_data: list[Any] = []
+        self._lagged: list[_OnTheWay] = []  # `agree`'s stop/bad-file flags not yet read
 
     def _agree_stop(self, level: float) -> None:
         self.stop_requested, self.interrupted = level > 0, level >= _STOP_LEVEL["SIGINT"]
@@ -200,10 +201,26 @@ class StepGuard:
         flags[1] = self._bad_data_flag()
         flags[2 + rank] = code
         flags = dist.all_reduce_max(flags.to(dist.collective_device()))
-        level, bad = flags[:2].tolist()  # the per-step read agreeing on stop signals
-        self._agree_stop(level)
-        self.agree_bad_data(bad)
+        # The stop/bad-file flags are read one step late: by then their all-reduce has long
+        # finished, so on a GPU the host waits for it alone, not for this step's backward
+        # (a `.tolist()` here would be a device sync per step). Every rank reads the same
+        # step's flags at the same step, so they still stop together, one step later.
+        self._lagged.append(_OnTheWay(flags[:2]))
+        if len(self._lagged) > 1:
+            self._read_lagged(self._lagged.pop(0))
         return flags[2:].to(self.device)
+
+    def drain(self) -> None:
+        """Read the stop/bad-file flags `agree` has not read yet: at every point where the
+        ranks sync anyway (log line, checkpoint, evaluation), so none is left behind."""
+        while self._lagged:
+            self._read_lagged(self._lagged.pop(0))
+
+    def _read_lagged(self, flags: _OnTheWay) -> None:
+        level, bad = flags.read()
+        if not self.stop_requested:  # a stop, once agreed, stays agreed
+            self._agree_stop(level)
+        self.agree_bad_data(bad)
 
     def verdict(self, step: int, codes: list[float]) -> bool:
         """The policy for one step's per-rank codes (see `_nonfinite`)."""
@@ -227,3 +244,20 @@ class StepGuard:
                                  f"than train.nan_skip_limit={self.skip_limit}; the last: {where}")
         log.warning("%s: update skipped on all ranks (%d in a row)", where, self.skipped_in_a_row)
         return False
+
+
+class _OnTheWay:
+    """A small device tensor on its way to the host: on CUDA a non-blocking copy (into pinned
+    memory) and an event, waited for only when read; elsewhere the tensor itself."""
+
+    def __init__(self, t: torch.Tensor) -> None:
+        self.host, self.event = t, None
+        if t.is_cuda:
+            self.host = t.to("cpu", non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def read(self) -> list[float]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()

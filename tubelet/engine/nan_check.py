@@ -4,8 +4,10 @@ Every step, one kernel (`torch._amp_foreach_non_finite_check_and_unscale_`, the 
 own check, with a scale of 1) sets a 0-dim flag when the loss or any gradient (the gradient
 norm when clipping computed it) is non-finite. The optimizer takes that flag as its
 `found_inf` and skips the update on the device (torch's fused AdamW/SGD kernels and our LARS
-honour it; a fused Adam also leaves its step count alone). So no update is ever applied from a
-non-finite gradient, and the host only learns about it when it next reads: at the next log
+honour it; a fused Adam also leaves its step count alone). One process on the CPU has no
+device to sync with, so there the trainer reads the flag at once and skips the `step()` call
+instead (the same outcome, without the kernels' found_inf bookkeeping). So no update is ever
+applied from a non-finite gradient, and the host only learns about it when it next reads: at the next log
 line, checkpoint, evaluation or the end of the run (`settle`). There the steps are replayed in
 order through `StepGuard`'s policy, with its messages: `stop` raises NonFiniteError (exit 3)
 naming the first bad step, `skip` warns per skipped step and raises after more than
@@ -14,8 +16,9 @@ updates apply) but nothing of them is saved or evaluated under `stop`, which rai
 
 On several ranks every rank's verdict (2: its loss, 1: only its gradients) goes into the
 guard's one per-step all-reduce, and the agreed flag (any rank) is what every optimizer sees:
-ranks skip together. That all-reduce also agrees on stop signals, so its host read stays per
-step there (on gloo that is no device sync; see docs/benchmarks.md).
+ranks skip together. That all-reduce also carries the stop signals and the bad-file flag; the
+host reads them one step late (`StepGuard.agree`), when the all-reduce has long finished, so a
+GPU run waits for no step's backward there: ranks stop together one step after the signal.
 """
 from __future__ import annotations
 
@@ -37,6 +40,9 @@ class DeviceNanCheck:
 
     def __init__(self, guard: StepGuard, *, device: torch.device, world_size: int) -> None:
         self.guard, self.device, self.world_size = guard, device, world_size
+        # one process on the CPU: the flag is host memory, so the trainer may read it per step
+        # (no device to sync with) and skip the step() call instead of passing found_inf
+        self.host_readable = device.type == "cpu" and world_size == 1
         self._one = torch.ones((), device=device)
         self._free: list[torch.Tensor] = []  # zeroed flags for reuse: no allocation per step
         # since the last settle: (step, flag, loss) on one rank, (step, per-rank codes) on more
@@ -69,6 +75,7 @@ class DeviceNanCheck:
     def settle(self) -> None:
         """Replay the steps since the last read through the guard's policy (raises
         NonFiniteError under `stop`, or past the skip limit). One host read."""
+        self.guard.drain()  # the stop/bad-file flags of the last step (several ranks)
         if not self._pending:
             return
         pending, self._pending = self._pending, []

@@ -258,12 +258,18 @@ class Trainer:
             grads = [norm]
         else:
             grads = [p.grad for p in params]
-        self.optimizer.found_inf = self.nan_check.check(step=self.step, loss=self._step_loss,
-                                                        grads=grads)
-        try:
-            self.optimizer.step()
-        finally:
-            del self.optimizer.found_inf  # only this step's; a GradScaler sets its own
+        found = self.nan_check.check(step=self.step, loss=self._step_loss, grads=grads)
+        if self.nan_check.host_readable:
+            # one CPU process: reading the flag costs nothing, and not calling step() skips
+            # the fused kernels' found_inf bookkeeping (a kernel per group per step)
+            if not found.item():
+                self.optimizer.step()
+        else:
+            self.optimizer.found_inf = found
+            try:
+                self.optimizer.step()
+            finally:
+                del self.optimizer.found_inf  # only this step's; a GradScaler sets its own
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
 
