@@ -86,6 +86,9 @@ def main() -> None:
     saver = AsyncSaver()
     for rep in range(args.reps):
         for side in sides if rep % 2 == 0 else sides[::-1]:
+            # the previous side's deleted file and dirty pages are written back first, so
+            # no side's fsync pays for another's writeback (it varied 3x across reps without)
+            os.sync()
             folder = Path(tempfile.mkdtemp(dir=args.dir))
             try:
                 got[side].append(torch_save(state, folder) if side == sides[0] else
