@@ -12,7 +12,7 @@ from typing import Any
 # A key is allowed when it, or a section above it, is listed. `data.batch_size` and
 # `train.accum_steps` may change with the world size: the Trainer refuses a resume whose
 # global batch (or, for `data.dynamic_batch`, whose plan of batches) differs, naming both
-# (Trainer.check_resumable).
+# (engine/resume.py: check_resumable).
 RESUME_ALLOWED = (
     "train.epochs", "train.eval_interval", "train.checkpoint_interval", "train.log_interval",
     "train.keep_last", "train.progress", "train.tensorboard", "train.device", "train.threads",

@@ -19,7 +19,9 @@ from typing import Any, Callable
 
 import torch
 
+from tubelet import distributed as dist
 from tubelet.engine.checkpoint import save_checkpoint
+from tubelet.registry import ConfigError
 
 log = logging.getLogger("tubelet")
 
@@ -97,3 +99,53 @@ class AsyncSaver:
             self.wait()
         except BaseException as e:  # noqa: BLE001
             log.error("the background checkpoint write failed too: %s", e)
+
+
+class CheckpointWriter:
+    """What the Trainer's saves go through: rank 0 writes (synchronously with
+    `save_checkpoint`, or through an `AsyncSaver`), and a write error (a full disk) is
+    broadcast, so every rank raises its one line together. The broadcast is also the barrier:
+    no rank runs ahead of a checkpoint it may need to resume from. `before_write` runs on rank
+    0 first (the metrics rows up to this step go to disk with the checkpoint)."""
+
+    def __init__(self, ckpt_dir: Path, *, keep_last: int, in_background: bool,
+                 before_write: Callable[[], None]) -> None:
+        self.ckpt_dir, self.keep_last, self.before_write = ckpt_dir, keep_last, before_write
+        self._saver = AsyncSaver() if in_background else None
+
+    def save(self, state: dict[str, Any], *, step: int, is_best: bool) -> None:
+        """On every rank, with the gathered `state`; returns once it is committed (sync) or
+        copied (in the background)."""
+        def write() -> None:
+            self.before_write()
+            if self._saver is not None:  # waits for the previous write, copies, returns
+                self._saver.save(state, self.ckpt_dir, step=step, is_best=is_best,
+                                 keep_last=self.keep_last,
+                                 done=lambda path: log.info("saved %s", path))
+            else:
+                log.info("saved %s", save_checkpoint(state, self.ckpt_dir, step=step,
+                                                     keep_last=self.keep_last, is_best=is_best))
+        _on_rank_zero(write)
+
+    def wait(self) -> None:
+        """Block until the background write (if any) committed."""
+        if self._saver is not None:
+            _on_rank_zero(self._saver.wait)
+
+    def close(self) -> None:
+        """On any way out of fit: let a started background write commit."""
+        if self._saver is not None:
+            self._saver.close()
+
+
+def _on_rank_zero(work: Callable[[], None]) -> None:
+    """Run `work` on rank 0; a ConfigError it raises (a full disk) is raised on every rank."""
+    error = None
+    if dist.is_main():
+        try:
+            work()
+        except ConfigError as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error is not None:
+        raise ConfigError(error)

@@ -15,11 +15,9 @@ from tubelet import distributed as dist
 from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import amp as amp_scaling, parallel, streams
-from tubelet.engine.async_save import AsyncSaver
+from tubelet.engine.async_save import CheckpointWriter
 from tubelet.engine.databound import DataBoundCheck
-from tubelet.engine.checkpoint import (find_resumable, list_checkpoints, load_checkpoint,
-                                       model_mismatch, rng_state, save_checkpoint,
-                                       set_aside_all, set_rng_state)
+from tubelet.engine.checkpoint import rng_state, set_rng_state
 from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
 from tubelet.engine.hooks import Hook
@@ -28,10 +26,10 @@ from tubelet.engine.meters import Meters
 from tubelet.engine.nan_check import DeviceNanCheck
 from tubelet.engine.optim import takes_found_inf
 from tubelet.engine.profile import StepProfiler, check_profile
+from tubelet.engine.resume import check_resumable, check_state, pick_resume
 from tubelet.engine.schedule import lr_schedule
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
-from tubelet.recipe_diff import recipe_changes
 from tubelet.tasks.base import Task
 
 log = logging.getLogger("tubelet")
@@ -101,12 +99,17 @@ class Trainer:
         self._autocast = (contextlib.nullcontext if self.amp_dtype is None else
                           lambda: torch.autocast(device.type, dtype=self.amp_dtype))
         self._params: list[nn.Parameter] | None = None  # trainable, cached at the first step
-        # rank 0 writes checkpoints in the background: the loop waits only for the copy
-        self._saver = AsyncSaver() if async_checkpoint else None
+        # rank 0 writes the checkpoints; in the background the loop waits only for the copy.
+        # The logger's bound method, not a lambda over self: a Trainer in a reference cycle
+        # outlives fit()'s exception, its loader workers are then reaped only at interpreter
+        # exit, and that hung after a Ctrl-C (tests/engine/test_trainer.py)
+        self._writer = CheckpointWriter(self.ckpt_dir, keep_last=keep_last,
+                                        in_background=async_checkpoint,
+                                        before_write=logger.sync)
 
         self.world_size = dist.get_world_size()
         # what one optimizer step consumes over all ranks (samples, or pixels for dynamic
-        # batches); a resume must keep it (see check_resumable)
+        # batches); a resume must keep it (see engine/resume.py: check_resumable)
         self.global_batch = train_sampler.global_batch * accum_steps
         # micro-batches per epoch: a whole number of steps; dynamic plans differ per epoch
         self.micro = [train_sampler.num_batches(e) // accum_steps * accum_steps
@@ -143,8 +146,7 @@ class Trainer:
         finally:
             if self._profiler:
                 self._profiler.close()
-            if self._saver is not None:  # on an error's way out: let a started write commit
-                self._saver.close()
+            self._writer.close()  # on an error's way out: let a started write commit
             self.logger.close()
 
     def _fit(self) -> dict[str, float]:
@@ -392,7 +394,9 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         t = state["trainer"]
-        self.check_resumable(t)
+        check_resumable(t, global_batch=self.global_batch, plan=self.train_sampler.plan,
+                        steps_per_epoch=self.steps_per_epoch,
+                        batches=self.train_sampler.describe(), accum_steps=self.accum_steps)
         parallel.load_full_state(self.model, self.optimizer, model_state=state["model"],
                                  optimizer_state=state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -419,119 +423,27 @@ class Trainer:
         meters = state["meters_per_rank"]
         self._meters.load_state_dict(meters[dist.get_rank()] if same_world else state["meters"])
 
-    def check_resumable(self, t: dict[str, Any]) -> None:
-        """The lr schedule and the sample counter are functions of the optimizer step, so a
-        resume may change the world size but must keep the global batch and steps per epoch."""
-        old = (t["global_batch"], t["batch_plan"], t["steps_per_epoch"])
-        if old == (self.global_batch, self.train_sampler.plan, self.steps_per_epoch):
-            return
-        raise ConfigError(
-            f"resume: the checkpoint's global batch is {t['global_batch']} ({t['batches']} x "
-            f"accum {t['accum_steps']}, {t['steps_per_epoch']} steps/epoch), this run's is "
-            f"{self.global_batch} ({self.train_sampler.describe()} x accum {self.accum_steps}, "
-            f"{self.steps_per_epoch} steps/epoch); set data.batch_size or train.accum_steps so "
-            "they match (dynamic batches also need the same world size and data.dynamic_batch)")
-
     def save_checkpoint(self, *, is_best: bool = False) -> None:
         self.settle_nan_check()  # never save weights past a step the guard must stop at
         state = self.state_dict()  # on every rank: gathering it is a collective
-        error = None
-        if dist.is_main():
-            self.logger.sync()  # the metrics rows up to this step are on disk with it
-            try:
-                if self._saver is not None:  # waits for the previous write, copies, returns
-                    self._saver.save(state, self.ckpt_dir, step=self.step, is_best=is_best,
-                                     keep_last=self.keep_last,
-                                     done=lambda path: log.info("saved %s", path))
-                else:
-                    path = save_checkpoint(state, self.ckpt_dir, step=self.step,
-                                           keep_last=self.keep_last, is_best=is_best)
-                    log.info("saved %s", path)
-            except ConfigError as e:  # a full disk: every rank stops with the one line
-                error = str(e)
-        # also the barrier: no rank runs ahead of a checkpoint it may need to resume from
-        error = dist.broadcast_object(error)
-        if error is not None:
-            raise ConfigError(error)
+        self._writer.save(state, step=self.step, is_best=is_best)
 
     def wait_for_save(self) -> None:
         """Block until the background checkpoint write (if any) committed; a write error
         (a full disk) stops every rank with its one line, as a synchronous save does."""
-        if self._saver is None:
-            return
-        error = None
-        if dist.is_main():
-            try:
-                self._saver.wait()
-            except ConfigError as e:
-                error = str(e)
-        error = dist.broadcast_object(error)
-        if error is not None:
-            raise ConfigError(error)
-
-    def check_state(self, state: dict[str, Any]) -> str | None:
-        """Why `state` cannot continue this run (another model, not a training checkpoint),
-        or None. A recipe that changed what is trained raises, unless resume=force."""
-        if not isinstance(state.get("trainer"), dict) or not isinstance(state.get("model"), dict):
-            return "not a tubelet training checkpoint (no trainer or model state)"
-        expected = {k: v.shape for k, v in parallel.unwrap(self.model).state_dict().items()}
-        mismatch = model_mismatch(state["model"], expected)
-        refused, allowed = recipe_changes(state.get("recipe"), self.extra_state.get("recipe", {}))
-        if mismatch:
-            return mismatch + (f" (recipe: {'; '.join(refused[:3])})" if refused else "")
-        if refused and self.resume != "force":
-            raise ConfigError(f"resume: the recipe changed what is trained ({'; '.join(refused)}); "
-                              "resume=force continues anyway, resume=restart starts over, or "
-                              "choose another run.name")
-        for line in refused:
-            log.warning("resume=force: continuing although %s", line)
-        for line in allowed:
-            log.info("resume: continuing with %s", line)
-        return None
+        self._writer.wait()
 
     def resume_from_checkpoint(self) -> None:
         """Decide and load the resume (once: build_trainer calls it before anything is
-        written, fit() again). resume: null (refuse a run dir holding checkpoints), auto
-        (the newest checkpoint that loads and fits), force (auto, despite recipe changes),
-        restart (move the checkpoints aside, start at step 0), or a checkpoint PATH."""
+        written, fit() again); the rules are engine/resume.py's."""
         if getattr(self, "_resume_decided", False):
             return
         self._resume_decided = True
-        if self.resume is None:
-            if list_checkpoints(self.ckpt_dir) or (self.ckpt_dir / "last.pt").exists():
-                raise ConfigError(f"resume: {self.ckpt_dir} already holds checkpoints; pass "
-                                  "resume=auto to continue, resume=restart to start over, or "
-                                  "choose another run.name")
-            return
-        if self.resume == "restart":
-            if dist.is_main() and (self.ckpt_dir.is_dir() or (self.run_dir / "metrics.jsonl").exists()):
-                log.info("resume=restart: previous checkpoints and metrics moved to %s",
-                         set_aside_all(self.ckpt_dir, metrics=self.run_dir / "metrics.jsonl"))
-            dist.barrier()
-            return
-        if self.resume in ("auto", "force"):
-            # rank 0 picks the file and every rank loads that one, whatever it finds itself
-            found, error = None, None
-            if dist.is_main():
-                try:
-                    found = find_resumable(self.ckpt_dir, check=self.check_state)
-                except ConfigError as e:
-                    error = str(e)
-            path, error = dist.broadcast_object((found and found[0], error))
-            if error is not None:
-                raise ConfigError(error)
-            if path is None:
-                log.info("resume=%s: no checkpoint in %s, starting from scratch", self.resume,
-                         self.ckpt_dir)
-                return
-            state = found[1] if found else load_checkpoint(path)
-        else:
-            path = Path(self.resume)
-            if not path.is_file():
-                raise ConfigError(f"resume: checkpoint {str(path)!r} not found")
-            state = load_checkpoint(path, key="resume")
-            reason = self.check_state(state)
-            if reason is not None:
-                raise ConfigError(f"resume: {path}: {reason}")
-        self.load_state_dict(state)
-        log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
+        model, recipe = parallel.unwrap(self.model), self.extra_state.get("recipe", {})
+        found = pick_resume(resume=self.resume, ckpt_dir=self.ckpt_dir, run_dir=self.run_dir,
+                            check=lambda state: check_state(state, model=model, recipe=recipe,
+                                                            force=self.resume == "force"))
+        if found is not None:
+            path, state = found
+            self.load_state_dict(state)
+            log.info("resumed from %s at epoch %d step %d", path, self.epoch, self.step)
