@@ -28,14 +28,14 @@ from tubelet.engine.checkpoint import load_checkpoint, model_mismatch
 from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.optim import GROUP_KEYS, param_groups
 from tubelet.engine.schedule import lr_schedule, scaled_lr
-from tubelet.engine.summary import model_summary, num_test_views, write_summary
+from tubelet.engine.summary import model_summary, write_summary
 from tubelet.engine.switches import compile_model, set_grad_checkpointing, use_channels_last
 from tubelet.engine.evaluate import run_eval
 from tubelet.engine.threads import check_threads, set_threads
 from tubelet.engine.trainer import Trainer
 from tubelet.envinfo import collect_env, write_env
 from tubelet.loggers import RunLogger, open_log_file, setup_text_log
-from tubelet.model_card import CARD_KEY, make_card
+from tubelet.model_card import CARD_KEY, clip_of, dataset_classes, make_card
 from tubelet.redact import redact_config
 from tubelet.rundir import RunDir, resolve_run_dir
 from tubelet.trackers import TrackerGroup
@@ -45,7 +45,7 @@ from tubelet.registry import (DATASETS, HOOKS, MODELS, OPTIMIZERS, TASKS, TRANSF
 from tubelet.validate import RUNTIME, TRAIN_EXTRA_TYPES, check_recipe
 from tubelet.validate_schema import SCHEMA_VERSION, describe, save_schema
 from tubelet.validate_cross import input_shape
-from tubelet.validate_switches import MODEL_BUILDER_KEYS
+from tubelet.validate_switches import MODEL_BUILDER_KEYS, compile_options
 
 log = logging.getLogger("tubelet")
 _ARG_ERROR = re.compile(r"^[A-Za-z_]\w*(\.\w+)*:")  # "root: ...", not "/path/file.txt:3: ..."
@@ -217,6 +217,12 @@ def model_spec(cfg: dict[str, Any]) -> dict[str, Any]:
     """The `model:` node without `pretrained` and `grad_checkpointing`, which the builder
     consumes (`build_model`)."""
     return {k: v for k, v in cfg["model"].items() if k not in MODEL_BUILDER_KEYS}
+
+
+def num_test_views(data: dict[str, Any]) -> int:
+    """Views per video at test: `data.test`'s when the recipe has one, else `data.val`'s."""
+    node = data.get("test") or data.get("val") or {}
+    return int(node.get("temporal_views", 1) or 1) * int(node.get("spatial_crops", 1) or 1)
 
 
 def build_model(cfg: dict[str, Any], *, load_pretrained: bool = True) -> nn.Module:
@@ -396,7 +402,8 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                             views=num_test_views(cfg.get("data") or {}),
                             meta_model=lambda: meta_model(cfg)) if dist.is_main() else None
     model = wrap_model(model, dist_opts, device)
-    compile_model(model, train.pop("compile", False))  # in place: names stay unprefixed
+    if (compile_kwargs := compile_options(train.pop("compile", False))) is not None:
+        compile_model(model, **compile_kwargs)  # in place: names stay unprefixed
     task = build_at(cfg["task"], TASKS, key="task").to(device)
     # after wrapping: FSDP2 replaces the parameters with sharded ones in place
     optimizer, base_lr = build_optimizer(cfg["optimizer"], parallel.unwrap(model),
@@ -418,7 +425,7 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
                       resume=cfg.get("resume"),
                       extra_state={"config_hash": config_hash(cfg), "recipe": written,
                                    # class names and eval preprocessing: enough to predict
-                                   CARD_KEY: make_card(
+                                   CARD_KEY: run_card(
                                        written, train_set=train_loader.dataset,
                                        val_set=getattr(val_loader, "dataset", None))},
                       tester=tester,
@@ -433,6 +440,21 @@ def build_trainer(cfg: dict[str, Any]) -> Trainer:
         write_summary(run_dir, {**summary, "clips_per_step": clips,
                                 "world_size": dist.get_world_size()})
     return trainer
+
+
+def run_card(recipe: dict[str, Any], *, train_set: Any, val_set: Any | None) -> dict[str, Any]:
+    """The model card of a run (model_card.py): class names from the train set, preprocessing
+    from the val set (the train set's, views 1, when there is no `data.val`: eval-mode
+    transforms are deterministic)."""
+    split = "val" if val_set is not None else "train"
+    node = recipe["data"][split]
+    return make_card(classes=dataset_classes(train_set), model=recipe["model"],
+                     task=(recipe.get("task") or {}).get("type"),
+                     clip=clip_of(val_set if val_set is not None else train_set,
+                                  single_view=val_set is None),
+                     transforms=node.get("transforms"),
+                     device_transforms=node.get("device_transforms"), source=f"data.{split}",
+                     imports=recipe.get("imports"))
 
 
 def build_trackers(cfg: dict[str, Any], run_dir: Path) -> TrackerGroup | None:

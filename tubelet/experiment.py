@@ -60,6 +60,18 @@ class Stage:
     overrides: list[str]  # `key=value`, exactly what the child gets after the recipe
     run_dir: Path
     cfg: dict[str, Any] = field(default_factory=dict)  # the resolved recipe
+    # what `finished` needs of a train stage's recipe (`read_plan` fills them from `cfg`)
+    epochs: int = 1  # train.epochs
+    patience: int | None = None  # train.early_stop.patience; None: no early stopping
+    has_test: bool = False  # data.test: fit ends with the test stage
+
+    def read_plan(self) -> None:
+        """The plan fields from the loaded recipe `cfg`."""
+        train = self.cfg.get("train") or {}
+        self.epochs = train.get("epochs", 1)
+        early = train.get("early_stop")
+        self.patience = None if early is None else early["patience"]
+        self.has_test = bool((self.cfg.get("data") or {}).get("test"))
 
     @property
     def argv(self) -> list[str]:
@@ -209,6 +221,7 @@ def check_experiment(stages: list[Stage], *, check_paths: bool = True) -> None:
                 rundir._CHECKED.clear()  # the CLI's error goes to no stage's log.txt
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
+        stage.read_plan()  # validated: train.early_stop has its patience
         if train and stage.run_dir.absolute() in seen:
             raise ConfigError(f"{where}.run_dir: {stage.run_dir} is also the run dir of stage "
                               f"{seen[stage.run_dir.absolute()]!r}")
@@ -243,12 +256,9 @@ def finished(stage: Stage) -> bool:
     if state is None:
         return False
     from tubelet.engine.early_stop import stops  # noqa: PLC0415
-    train = stage.cfg.get("train") or {}
-    done = state["epoch"] >= train.get("epochs", 1) or (
-        train.get("early_stop") is not None
-        and stops(state.get("early_stop"), patience=train["early_stop"]["patience"]))
-    tested = not (stage.cfg.get("data") or {}).get("test") or \
-        (stage.run_dir / "test_results.json").is_file()
+    done = state["epoch"] >= stage.epochs or (
+        stage.patience is not None and stops(state.get("early_stop"), patience=stage.patience))
+    tested = not stage.has_test or (stage.run_dir / "test_results.json").is_file()
     return bool(done and tested)
 
 
@@ -294,9 +304,8 @@ def final_metrics(stage: Stage) -> dict[str, Any]:
     if state is not None:
         out.update(step=state.get("step"), epoch=state.get("epoch"), best=state.get("best"))
         early = state.get("early_stop")
-        out["stopped_early"] = bool(early) and (stage.cfg.get("train") or {}).get(
-            "early_stop") is not None and state["epoch"] < (stage.cfg.get("train") or {}).get(
-            "epochs", 1)
+        out["stopped_early"] = (bool(early) and stage.patience is not None
+                                and state["epoch"] < stage.epochs)
     return out
 
 
