@@ -67,6 +67,7 @@ def test_stages_in_order_with_their_run_dirs_and_links(tmp_path):
     check_experiment(stages, check_paths=False)
     assert fine.cfg["model"]["pretrained"] == "out/pretrain" and fine.cfg["train"]["epochs"] == 4
     assert fine.cfg["run"]["dir"] == "out/finetune" and fine.cfg["resume"] == "auto"
+    assert (fine.epochs, fine.patience, fine.has_test) == (4, None, False)
 
 
 def test_defaults_dir_from_the_file_name_and_recipes_relative_to_it(tmp_path):
@@ -146,8 +147,7 @@ def _checkpoint(run_dir: Path, **trainer) -> None:
 
 
 def test_finished_is_read_from_the_run_dir(tmp_path):
-    cfg = {"train": {"epochs": 4, "early_stop": {"patience": 2}}, "data": {}}
-    stage = Stage("a", "train", tmp_path / "r.yaml", [], tmp_path / "a", cfg=cfg)
+    stage = Stage("a", "train", tmp_path / "r.yaml", [], tmp_path / "a", epochs=4, patience=2)
     assert not finished(stage)  # no checkpoint
     (tmp_path / "a" / "checkpoints").mkdir(parents=True)
     (tmp_path / "a" / "checkpoints" / "last.pt").write_bytes(b"torn")
@@ -156,11 +156,11 @@ def test_finished_is_read_from_the_run_dir(tmp_path):
     assert not finished(stage)
     _checkpoint(stage.run_dir, epoch=3, early_stop={"bad_evals": 2, "best": 0.5})
     assert finished(stage)  # stopped early
-    cfg["train"]["early_stop"]["patience"] = 3  # more patience now: it goes on
+    stage.patience = 3  # more patience now: it goes on
     assert not finished(stage)
     _checkpoint(stage.run_dir, epoch=4, early_stop=None)
     assert finished(stage)
-    cfg["data"]["test"] = {"type": "x"}  # fit ends with the test: its results are part of it
+    stage.has_test = True  # fit ends with the test: its results are part of it
     assert not finished(stage)
     (stage.run_dir / "test_results.json").write_text("{}")
     assert finished(stage)

@@ -84,15 +84,20 @@ class VideoMean(Metric):
         return self.video_means()
 
 
-class MultiViewAccuracy(VideoMean):
-    """Top-k and mean class accuracy of videos seen as several views: each video is scored by
-    its mean softmax over views (VideoMAE's and SlowFast's multi-view test), once. Without a
-    `video_id` every sample is its own video: clip accuracy."""
+class ClassScoreMean(VideoMean):
+    """A `VideoMean` of one score per class, reported at the `top_k` cut-offs that fit in
+    `num_classes` (single-label accuracy here, multi-label recall in multilabel_metrics)."""
 
     def __init__(self, num_classes: int, *, top_k: tuple[int, ...] = (1, 5)) -> None:
         super().__init__(num_classes)
         self.num_classes = num_classes
         self.top_k = tuple(k for k in top_k if k <= num_classes)
+
+
+class MultiViewAccuracy(ClassScoreMean):
+    """Top-k and mean class accuracy of videos seen as several views: each video is scored by
+    its mean softmax over views (VideoMAE's and SlowFast's multi-view test), once. Without a
+    `video_id` every sample is its own video: clip accuracy."""
 
     def update(self, logits: torch.Tensor, target: torch.Tensor,
                video_id: torch.Tensor | None = None) -> None:

@@ -46,25 +46,27 @@ def dataset_classes(dataset: Any) -> list[str] | None:
     return [str(c) for c in classes] if classes else None
 
 
-def _clip_of(dataset: Any) -> dict[str, Any]:
+def clip_of(dataset: Any, *, single_view: bool = False) -> dict[str, Any]:
+    """How `dataset` samples an eval clip (CLIP_KEYS); `single_view`: one temporal view and
+    one crop, whatever the dataset's (a train set's clip stands in for a missing val set)."""
     clip = {k: getattr(dataset, k) for k in CLIP_KEYS if hasattr(dataset, k)}
-    return {k: (float(v) if k == "target_fps" and v is not None else v) for k, v in clip.items()}
-
-
-def make_card(cfg: dict[str, Any], *, train_set: Any, val_set: Any | None) -> dict[str, Any]:
-    """The card of a run: class names from the train set, preprocessing from the val set (the
-    train set's, views 1, when there is no `data.val`: eval-mode transforms are deterministic)."""
-    source = "data.val" if val_set is not None else "data.train"
-    node = cfg["data"]["val" if val_set is not None else "train"]
-    clip = _clip_of(val_set if val_set is not None else train_set)
-    if val_set is None:
+    clip = {k: (float(v) if k == "target_fps" and v is not None else v) for k, v in clip.items()}
+    if single_view:
         clip.update(temporal_views=1, spatial_crops=1)
-    return {"version": CARD_VERSION, "classes": dataset_classes(train_set),
-            "model": {k: v for k, v in cfg["model"].items() if k != "pretrained"},
-            "task": (cfg.get("task") or {}).get("type"), "clip": clip,
-            "transforms": list(node.get("transforms") or []),
-            "device_transforms": list(node.get("device_transforms") or []), "source": source,
-            "imports": list(cfg.get("imports") or [])}
+    return clip
+
+
+def make_card(*, classes: list[str] | None, model: dict[str, Any], task: str | None,
+              clip: dict[str, Any], transforms: list[Any] | None,
+              device_transforms: list[Any] | None, source: str,
+              imports: list[str] | None) -> dict[str, Any]:
+    """A card from its facts: `model` is the model node (its `pretrained` is dropped: the
+    checkpoint holds the weights), `source` the split the preprocessing came from."""
+    return {"version": CARD_VERSION, "classes": classes,
+            "model": {k: v for k, v in model.items() if k != "pretrained"},
+            "task": task, "clip": clip, "transforms": list(transforms or []),
+            "device_transforms": list(device_transforms or []), "source": source,
+            "imports": list(imports or [])}
 
 
 def card_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -82,12 +84,11 @@ def card_from_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     clip = {k: node.get(k, defaults.get(k)) for k in CLIP_KEYS if k in node or k in defaults}
     if source == "data.train":
         clip.update(temporal_views=1, spatial_crops=1)
-    return {"version": CARD_VERSION, "classes": None,
-            "model": {k: v for k, v in recipe["model"].items() if k != "pretrained"},
-            "task": (recipe.get("task") or {}).get("type"), "clip": clip,
-            "transforms": list(node.get("transforms") or []),
-            "device_transforms": list(node.get("device_transforms") or []), "source": source,
-            "imports": list(recipe.get("imports") or [])}
+    return make_card(classes=None, model=recipe["model"],
+                     task=(recipe.get("task") or {}).get("type"), clip=clip,
+                     transforms=node.get("transforms"),
+                     device_transforms=node.get("device_transforms"), source=source,
+                     imports=recipe.get("imports"))
 
 
 def card_of_checkpoint(state: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:

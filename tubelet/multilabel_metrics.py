@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tubelet.metrics import VideoMean
+from tubelet.metrics import ClassScoreMean
 
 
 def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
@@ -56,14 +56,9 @@ def top_k_recall(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.T
     return (hits[has] / count[has]).mean()
 
 
-class MultiLabelMetrics(VideoMean):
+class MultiLabelMetrics(ClassScoreMean):
     """`update(logits (B, K), targets (B, K) multi-hot, video_id (B,))`; `compute()` ->
     {map, map_classes, recall<k>...} over videos (the module docstring)."""
-
-    def __init__(self, num_classes: int, *, top_k: tuple[int, ...] = (1, 5)) -> None:
-        super().__init__(num_classes)
-        self.num_classes = num_classes
-        self.top_k = tuple(k for k in top_k if k <= num_classes)
 
     def update(self, logits: torch.Tensor, target: torch.Tensor,
                video_id: torch.Tensor | None = None) -> None:

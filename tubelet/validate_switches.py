@@ -20,6 +20,15 @@ MULT_KEYS = ("lr_mult", "decay_mult")
 MODEL_BUILDER_KEYS = ("pretrained", "grad_checkpointing")
 
 
+
+def compile_options(spec: bool | dict[str, Any] | None) -> dict[str, Any] | None:
+    """`train.compile` as `engine.switches.compile_model` keywords, or None (off)."""
+    if spec is None or spec is False:
+        return None
+    if spec is True:
+        return {}
+    return dict(spec)
+
 def check_switches(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     models = schema["registries"]["model"]
     model = cfg["model"]

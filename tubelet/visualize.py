@@ -36,11 +36,11 @@ def _display_stats(node: dict[str, Any]) -> tuple[list[float], list[float]] | No
     return None
 
 
-def _clips(cfg: dict[str, Any], videos: list[Path], *, num_clips: int, tmp: Path) -> tuple[Any, list[str]]:
+def _clips(node: dict[str, Any], videos: list[Path], *, key: str, num_clips: int,
+           tmp: Path) -> tuple[Any, list[str]]:
     """(dataset, a name per clip): the given videos as an unlabelled video list with the
-    split's clip settings, or the split itself."""
+    clip settings of split `node` (recipe key `key`), or the split itself."""
     from tubelet import build
-    key, node = _split(cfg)
     if videos:
         for v in videos:
             if not v.is_file():
@@ -80,10 +80,12 @@ def visualize(run_dir: Path, videos: list[Path], *, out: Path | None = None,
     model.eval()
     out = out or run_dir / "visualize"
     out.mkdir(parents=True, exist_ok=True)
-    display = None if task.pixel_std is not None else _display_stats(_split(cfg)[1])
+    key, node = _split(cfg)
+    display = None if task.pixel_std is not None else _display_stats(node)
     written = []
     with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng(devices=[]):
-        (dataset, device_tf), names = _clips(cfg, videos, num_clips=num_clips, tmp=Path(tmp))
+        (dataset, device_tf), names = _clips(node, videos, key=key, num_clips=num_clips,
+                                             tmp=Path(tmp))
         for i, name in enumerate(names):
             video = dataset[i]["video"]
             if device_tf is not None:  # uint8 clips transformed after transfer

@@ -23,7 +23,7 @@ def test_compiled_model_keeps_names_and_numbers():
     plain = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 3))
     compiled = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.LayerNorm(16), nn.Linear(16, 3))
     compiled.load_state_dict(plain.state_dict())
-    compile_model(compiled, {"mode": "default"})
+    compile_model(compiled, mode="default")
     x = torch.randn(4, 8)
     plain(x).square().mean().backward()
     out = compiled(x)

@@ -8,10 +8,9 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 
 from conftest import DEBUG_RECIPE, assert_states_equal, run_tubelet
+from test_optim import Tiny  # the layered toy model of the param-group tests
 from tubelet.engine.checkpoint import load_checkpoint
 from tubelet.engine.optim import match_custom_key, param_groups
 from tubelet.engine.schedule import SCHEDULES, SHAPE_KEYS, cosine_lr, lr_schedule
@@ -60,23 +59,6 @@ def test_cosine_is_the_warmup_cosine_it_was():
 def test_the_validator_knows_the_same_schedules_and_keys():
     assert validate_switches.SCHEDULES == SCHEDULES
     assert validate_switches.SHAPE_KEYS == SHAPE_KEYS
-
-
-class Tiny(nn.Module):
-    num_layers = 3
-
-    def __init__(self):
-        super().__init__()
-        self.pos_embed = nn.Parameter(torch.zeros(1, 4, 8))
-        self.block = nn.Linear(8, 8)
-        self.norm = nn.LayerNorm(8)
-        self.head = nn.Linear(8, 2)
-
-    def no_weight_decay(self):
-        return {"pos_embed"}
-
-    def get_layer_id(self, name):
-        return 0 if name == "pos_embed" else 1 if name.startswith("block") else 2
 
 
 def test_custom_keys_longest_match_wins_and_compose_with_layer_decay():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from tubelet import build
-from tubelet.engine.summary import count_parameters, describe, model_summary, num_test_views
+from tubelet.build import num_test_views
+from tubelet.engine.summary import count_parameters, describe, model_summary
 from tubelet.registry import MODELS
 
 

@@ -107,8 +107,3 @@ def write_summary(run_dir: Path, summary: dict[str, Any]) -> None:
     write_atomic(Path(run_dir) / FILENAME, (json.dumps(summary, indent=2) + "\n").encode())
     log.info("%s", describe(summary))
 
-
-def num_test_views(data: dict[str, Any]) -> int:
-    """Views per video at test: `data.test`'s when the recipe has one, else `data.val`'s."""
-    node = data.get("test") or data.get("val") or {}
-    return int(node.get("temporal_views", 1) or 1) * int(node.get("spatial_crops", 1) or 1)

@@ -27,23 +27,15 @@ def set_grad_checkpointing(model: nn.Module, enable: bool = True) -> None:
     method(enable)
 
 
-def compile_options(spec: bool | dict[str, Any] | None) -> dict[str, Any] | None:
-    """`train.compile` as torch.compile keywords, or None (off)."""
-    if spec is None or spec is False:
-        return None
-    if spec is True:
-        return {}
-    return dict(spec)
-
-
-def compile_model(model: nn.Module, spec: bool | dict[str, Any] | None) -> None:
+def compile_model(model: nn.Module, *, mode: str | None = None, fullgraph: bool | None = None,
+                  dynamic: bool | None = None) -> None:
     """Compile `model`'s forward in place (`nn.Module.compile`): unlike `torch.compile(model)`
     it adds no `_orig_mod.` wrapper, so state dicts, checkpoints and exports keep their names.
     Compilation itself happens at the first forward (and again for eval mode and for a new
-    batch shape); the first logged step time includes it."""
-    options = compile_options(spec)
-    if options is None:
-        return
+    batch shape); the first logged step time includes it. An option left None is torch's
+    default."""
+    options = {k: v for k, v in (("mode", mode), ("fullgraph", fullgraph), ("dynamic", dynamic))
+               if v is not None}
     model.compile(**options)
     log.info("train.compile: forward compiled with torch.compile(%s)",
              ", ".join(f"{k}={v!r}" for k, v in options.items()) or "default")

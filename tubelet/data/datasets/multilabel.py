@@ -115,12 +115,10 @@ class VideoListMultiLabel(_MultiLabelVideos):
                  seed: int = 0, backend: str = "pyav", index_file: str | None = None,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        super().__init__(subset=subset, seed=seed, transform=transform,
-                         temporal_views=temporal_views, spatial_crops=spatial_crops,
-                         repeat=repeat, to_float=to_float)
         _check_classes(num_classes)
-        path = Path(annotations)
-        check_file("annotations", path)
+        path = self.open_annotations(annotations, subset=subset, seed=seed, transform=transform,
+                                     temporal_views=temporal_views, spatial_crops=spatial_crops,
+                                     repeat=repeat, to_float=to_float)
         samples = read_multilabel_list(path, root=Path(root) if root else path.parent,
                                        num_classes=num_classes)
         self._setup(samples, path, num_classes=num_classes, index_file=index_file,
@@ -140,12 +138,10 @@ class MultiLabelCSV(_MultiLabelVideos):
                  seed: int = 0, backend: str = "pyav", index_file: str | None = None,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        super().__init__(subset=subset, seed=seed, transform=transform,
-                         temporal_views=temporal_views, spatial_crops=spatial_crops,
-                         repeat=repeat, to_float=to_float)
         _check_classes(num_classes)
-        path = Path(annotations)
-        check_file("annotations", path)
+        path = self.open_annotations(annotations, subset=subset, seed=seed, transform=transform,
+                                     temporal_views=temporal_views, spatial_crops=spatial_crops,
+                                     repeat=repeat, to_float=to_float)
         names = None
         if classes is not None:
             check_file("classes", Path(classes))

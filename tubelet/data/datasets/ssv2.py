@@ -78,11 +78,10 @@ class SSv2(VideoDataset):
                  seed: int = 0, backend: str = "pyav", index_file: str | None = None,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        super().__init__(subset=subset, seed=seed, transform=transform,
-                         temporal_views=temporal_views, spatial_crops=spatial_crops,
-                         repeat=repeat, to_float=to_float)
-        path, self.root = Path(annotations), Path(root)
-        check_file("annotations", path)
+        path = self.open_annotations(annotations, subset=subset, seed=seed, transform=transform,
+                                     temporal_views=temporal_views, spatial_crops=spatial_crops,
+                                     repeat=repeat, to_float=to_float)
+        self.root = Path(root)
         check_file("labels", Path(labels))
         check_dir("root", self.root)
         lookup = read_labels(Path(labels))

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from tubelet.data.datasets.base import ClipDataset, SampleTable
+from tubelet.data.datasets.base import ClipDataset, SampleTable, check_file
 from tubelet.data.decode import DecodeError, check_backend, decode_frames, read_images
 from tubelet.data.metadata import frame_files, video_infos
 from tubelet.data.tables import InfoTable
@@ -36,6 +37,15 @@ INDEX_NAME = "tubelet_index.npz"
 
 class VideoDataset(ClipDataset):
     variable_frames = True  # load() takes num_frames: dynamic batches can vary the length
+
+    def open_annotations(self, annotations: str, **base: Any) -> Path:
+        """The opening of a format read from one annotation file: `ClipDataset.__init__` with
+        `base` (subset, seed, transform, temporal_views, spatial_crops, repeat, to_float),
+        then the file, checked. Returns its path."""
+        ClipDataset.__init__(self, **base)
+        path = Path(annotations)
+        check_file("annotations", path)
+        return path
 
     def setup_videos(self, samples: SampleTable, *, source: str | Path, index_file: Path,
                      num_frames: int, stride: int, sampling: str, target_fps: float | None,

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from tubelet.data.datasets.base import SampleTable, check_file
+from tubelet.data.datasets.base import SampleTable
 from tubelet.data.datasets.video import VideoDataset, default_index_file, label_in_range
 from tubelet.data.tables import at_line
 from tubelet.data.textfile import read_text
@@ -60,11 +60,9 @@ class VideoList(VideoDataset):
                  seed: int = 0, backend: str = "pyav", index_file: str | None = None,
                  transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
-        super().__init__(subset=subset, seed=seed, transform=transform,
-                         temporal_views=temporal_views, spatial_crops=spatial_crops,
-                         repeat=repeat, to_float=to_float)
-        path = Path(annotations)
-        check_file("annotations", path)
+        path = self.open_annotations(annotations, subset=subset, seed=seed, transform=transform,
+                                     temporal_views=temporal_views, spatial_crops=spatial_crops,
+                                     repeat=repeat, to_float=to_float)
         samples = read_video_list(path, root=Path(root) if root else path.parent,
                                   num_classes=num_classes)
         labels = samples.targets

@@ -1,103 +1,39 @@
 """The run directory: where it is, who may write it, and what is written there first.
 
-A run writes one directory (`run.dir`, default `runs/<run.name>`). This module settles it before
+A run writes one directory (`run.dir`, default `runs/<run.name>`). This package settles it before
 anything is written: the path is resolved and confined (`resolve_run_dir`), one process holds it
-(`RunLock`, an exclusive `flock` on `tubelet.lock` holding host, pid and start time), and only
-after the recipe is validated and the resume decided does `commit` write `config.yaml`. It also
-repairs `metrics.jsonl` on resume and turns "disk full" into one line (`NoSpaceError`).
+(`RunLock` in `lock.py`, an exclusive `flock` on `tubelet.lock` holding host, pid and start
+time), and only after the recipe is validated and the resume decided does `commit` write
+`config.yaml`. Beside it: atomic writes and "disk full" as one line (`atomic.py`), the repair of
+`metrics.jsonl` on resume (`metrics_file.py`) and why a checkpoint does not load
+(`load_errors.py`); their names are importable from `tubelet.rundir` as well.
 
 It imports no torch and nothing above `registry`, so every layer may use it.
 """
 from __future__ import annotations
 
 import atexit
-import errno
 import fcntl
-import json
 import logging
 import os
-import pickle
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from tubelet.redact import redact_text
 from tubelet.registry import ConfigError
+from tubelet.rundir.atomic import NoSpaceError, is_no_space, write_atomic  # noqa: F401
+from tubelet.rundir.load_errors import load_reason  # noqa: F401
+from tubelet.rundir.lock import LOCK_NAME, RunLock, in_use, read_holder
+from tubelet.rundir.metrics_file import repair_metrics  # noqa: F401
 
 log = logging.getLogger("tubelet")
-LOCK_NAME = "tubelet.lock"
 # `resume:` values besides null and a checkpoint path (docs/resume.md)
 RESUME_MODES = ("auto", "force", "restart")
 MAX_NAME = 128  # run.name: a directory name, with room for the files tubelet writes beside it
 # What marks a folder as a tubelet run (so it may be reused); anything else non-empty is refused.
 RUN_MARKERS = (LOCK_NAME, "metrics.jsonl", "checkpoints")
-
-
-class NoSpaceError(ConfigError):
-    """The disk filled while writing; what was written is removed, earlier files are intact."""
-
-    def __init__(self, path: str | Path, *, needed: int | None = None) -> None:
-        path = Path(path)
-        free = _free_bytes(path.parent)
-        need = f"needs ~{_mb(needed)}, " if needed else ""
-        super().__init__(f"no space left on device writing {path} ({need}{_mb(free)} free)")
-
-
-def _mb(n: int | None) -> str:
-    if n is None:
-        return "?"
-    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.{2 if n < 10 * 2**20 else 0}f} MB"
-
-
-def _free_bytes(path: Path) -> int | None:
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return None
-
-
-def is_no_space(error: BaseException | None) -> bool:
-    """Whether `error`, or anything it was raised from, is ENOSPC / EDQUOT."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        error = error.__cause__ or error.__context__
-    return False
-
-
-# ---------------------------------------------------------------------------- bad files
-def load_reason(error: BaseException) -> str:
-    """What went wrong loading a checkpoint, in a few words: torch's messages lead with
-    advice to load unsafely; the reason (`unsupported GLOBAL posix.system`) is further down."""
-    text = str(error).strip()
-    if isinstance(error, pickle.UnpicklingError) and "Weights only load failed" in text:
-        lines = [line.strip() for line in text.splitlines()[1:] if line.strip()]
-        lines = [line.split("WeightsUnpickler error:")[-1].strip() for line in lines
-                 if not line.startswith("Check the documentation") and "weights_only" not in line
-                 or "WeightsUnpickler error:" in line]
-        detail = "; ".join(line for line in lines if line) or "an object outside the allow-list"
-        detail = detail.replace("Trying to load ", "")
-        if "GLOBAL" in detail or "global" in detail:
-            return f"refused: the pickle names {detail} (a checkpoint is data, never code)"
-        return f"not a torch checkpoint ({detail})"
-    if isinstance(error, EOFError) or (not text and isinstance(error, (OSError, RuntimeError))):
-        return "empty or truncated file"
-    if "failed finding central directory" in text or "PytorchStreamReader" in text:
-        first = text.split(". This is")[0].split("failed reading zip archive: ")[-1]
-        return f"not a complete checkpoint (torn or truncated: {first})"
-    if isinstance(error, (UnicodeDecodeError, pickle.UnpicklingError)):
-        return f"not a torch checkpoint ({type(error).__name__}: {text.splitlines()[0][:120]})"
-    if isinstance(error, IsADirectoryError):
-        return "is a directory, not a checkpoint file"
-    if isinstance(error, OSError):
-        return f"cannot read ({error.strerror or text})"
-    first = next((line for line in text.splitlines() if "weights_only" not in line), "")
-    return f"does not load ({type(error).__name__}: {first[:160]})"
-
 
 
 # ---------------------------------------------------------------------------- where
@@ -163,76 +99,12 @@ def check_free(run: dict[str, Any]) -> Path:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(_in_use(path, _read_holder(fd))) from None
+            raise ConfigError(in_use(path, read_holder(fd))) from None
         except OSError:
             pass  # no locks on this filesystem: RunDir.open says so
         finally:
             os.close(fd)
     return path
-
-
-def _in_use(path: Path, holder: str) -> str:
-    return (f"run.dir: {path} is in use by {holder or 'another process that is starting'}; one "
-            "process writes a run at a time (wait for it, stop it, or choose another run.name)")
-
-
-# ---------------------------------------------------------------------------- who
-class RunLock:
-    """One writer per run dir: an exclusive `flock` on `tubelet.lock`, which holds the
-    holder's host, pid and start time. The kernel drops the lock when the process dies
-    (SIGKILL included), so a lock file whose lock is free names a dead holder: it is taken
-    over, with a line saying so. On a clean exit the file is emptied and unlocked."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise ConfigError(f"run.dir: cannot write in {self.path.parent} "
-                              f"({e.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise ConfigError(_in_use(self.path.parent, holder)) from None
-        except OSError as e:  # ENOLCK, EOPNOTSUPP: a filesystem without locks (docs/resume.md)
-            log.warning("run.dir: %s does not support file locks (%s); a second run on this "
-                        "directory will not be stopped", self.path.parent, e.strerror)
-        previous = _read_holder(fd)
-        if previous:
-            log.warning("run.dir: taking over the lock of %s, which is no longer running",
-                        previous)
-        record = {"host": socket.gethostname(), "pid": os.getpid(),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
-        os.fsync(fd)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            os.ftruncate(self._fd, 0)  # an empty lock file: the run ended cleanly
-        except OSError:
-            pass
-        os.close(self._fd)  # closing drops the flock
-        self._fd = None
-
-
-def _read_holder(fd: int) -> str:
-    text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-    if not text:
-        return ""
-    try:
-        h = json.loads(text)
-        return f"pid {h['pid']} on {h['host']} (started {h['started']})"
-    except (ValueError, KeyError, TypeError):
-        return f"another process ({text[:80]!r})"
 
 
 # ---------------------------------------------------------------------------- what, when
@@ -381,52 +253,3 @@ def _forget_in_child() -> None:
 
 atexit.register(finish_all)
 os.register_at_fork(after_in_child=_forget_in_child)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temp name unique to this process, fsync, rename into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        if is_no_space(e):
-            raise NoSpaceError(path, needed=len(data)) from None
-        raise
-
-
-# ---------------------------------------------------------------------------- metrics.jsonl
-def repair_metrics(path: Path, *, step: int) -> None:
-    """Before a run appends at `step`: drop rows past `step` (the killed process logged them
-    after its checkpoint), a torn last line and lines that are not tubelet rows, each with a
-    warning. Rewritten (atomically) only when something is dropped."""
-    if not path.is_file():
-        return
-    lines = path.read_bytes().splitlines(keepends=True)
-    kept, later, bad = [], 0, []
-    for i, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-            ok = line.endswith(b"\n") and isinstance(row, dict) and isinstance(row.get("step"), int)
-        except ValueError:
-            ok = False
-        if not ok:
-            if line.strip():
-                bad.append(i)
-            continue
-        if row["step"] > step:
-            later += 1
-            continue
-        kept.append(line)
-    if len(kept) == len(lines):
-        return
-    if bad:
-        log.warning("%s: dropped %d line(s) that are not complete metrics rows (line %s)",
-                    path, len(bad), ", ".join(map(str, bad[:5])))
-    if later:
-        log.info("%s: dropped %d row(s) logged after step %d", path, later, step)
-    write_atomic(path, b"".join(kept))
