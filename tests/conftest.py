@@ -59,6 +59,38 @@ def run_tubelet(*args: str, cwd: Path, timeout: float = 120, check: bool = True
     return proc
 
 
+def tubelet_here(*args: str, cwd: Path, capsys) -> subprocess.CompletedProcess:
+    """`tubelet ARGS` through the CLI's own main() in this process, as run_tubelet(check=False)
+    reports it: the same code after the interpreter start, which costs a subprocess a torch
+    import (several CPU seconds). For tests about what a command does, not about the process
+    (exit on a signal, a lock held by another pid): keep at least one real subprocess per CLI
+    behaviour. The tubelet logger (main() points it at the captured stderr) and torch's
+    thread count (the xdist worker's own) are left as they were."""
+    import logging
+
+    from tubelet import cli
+    log = logging.getLogger("tubelet")
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    capsys.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        mp.setattr(torch, "set_num_threads", lambda n: None)
+        try:
+            code = cli.main(list(args))
+        except SystemExit as e:  # argparse's usage errors
+            code = e.code if isinstance(e.code, int) else 2
+        finally:
+            for handler in [h for h in log.handlers if h not in handlers]:
+                log.removeHandler(handler)
+                handler.close()
+            for handler in [h for h in handlers if h not in log.handlers]:
+                log.addHandler(handler)  # main() removed it
+            log.setLevel(level)
+            log.propagate = propagate
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(["tubelet", *args], code, out.out, out.err)
+
+
 def assert_states_equal(a: dict, b: dict) -> None:
     """Bit-identical model and optimizer state, and the same counters."""
     assert a["trainer"] == b["trainer"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (DEBUG_RECIPE, REPO, assert_states_equal, losses_and_metrics, run_tubelet,
-                      tubelet_cmd)
+                      tubelet_cmd, tubelet_here)
 from tubelet.engine.checkpoint import load_checkpoint
 from tubelet.rundir import LOCK_NAME
 
@@ -88,7 +88,10 @@ def test_a_sigkilled_holders_lock_is_taken_over(tmp_path, tiny_data_root, solo):
     same_run(tmp_path / "run", solo)
 
 
-def test_refusals_write_nothing_and_allowed_changes_continue(tmp_path, tiny_data_root, solo):
+def test_refusals_write_nothing_and_allowed_changes_continue(tmp_path, tiny_data_root, solo,
+                                                            capsys):
+    """The first refusal of each kind is a real process; the others run the same main() in
+    this process (a torch import each fewer)."""
     run = tmp_path / "run"
     shutil.copytree(solo, run)
     before = snapshot(run)
@@ -97,8 +100,10 @@ def test_refusals_write_nothing_and_allowed_changes_continue(tmp_path, tiny_data
         "model.depth=3": "another model: ",  # every checkpoint: nothing moved aside
         "optimizer.lr=0.002": "optimizer.lr: 0.001 in the run, 0.002 now",
     }
-    for override, expected in refusals.items():
-        proc = run_tubelet(*args(tiny_data_root, "run", override), cwd=tmp_path, check=False)
+    for i, (override, expected) in enumerate(refusals.items()):
+        command = args(tiny_data_root, "run", override)
+        proc = (run_tubelet(*command, cwd=tmp_path, check=False) if i == 0 else
+                tubelet_here(*command, cwd=tmp_path, capsys=capsys))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert expected in proc.stderr.strip().splitlines()[-1]
         after = snapshot(run)
@@ -107,9 +112,11 @@ def test_refusals_write_nothing_and_allowed_changes_continue(tmp_path, tiny_data
         assert after == {k: v for k, v in before.items() if k != "log.txt"}, override
     # the user's own folder and config.yaml are never a run dir
     (tmp_path / "config.yaml").write_text("mine: 1\n")
-    for override in ("run.dir=.", "run.name=..", "run.name=../escape", "run.name=" + "x" * 300):
-        proc = run_tubelet(*args(tiny_data_root, "run", override)[:-1], override,
-                           cwd=tmp_path, check=False)
+    for i, override in enumerate(("run.dir=.", "run.name=..", "run.name=../escape",
+                                  "run.name=" + "x" * 300)):
+        command = [*args(tiny_data_root, "run", override)[:-1], override]
+        proc = (run_tubelet(*command, cwd=tmp_path, check=False) if i == 0 else
+                tubelet_here(*command, cwd=tmp_path, capsys=capsys))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "config.yaml").read_text() == "mine: 1\n"
@@ -129,12 +136,14 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_run_dir(tmp_path, tiny
     assert not (tmp_path / "run").exists()
 
 
-def test_resume_restart_starts_over_and_keeps_the_old_run_aside(tmp_path, tiny_data_root, solo):
+def test_resume_restart_starts_over_and_keeps_the_old_run_aside(tmp_path, tiny_data_root, solo,
+                                                                capsys):
     run = tmp_path / "run"
     shutil.copytree(solo, run)
     for p in (run / "checkpoints").glob("*.pt"):
         p.write_bytes(b"")  # every checkpoint unreadable
-    proc = run_tubelet(*args(tiny_data_root, "run"), cwd=tmp_path, check=False)
+    # in this process (a torch import fewer): the refusal's exit is tested as a process above
+    proc = tubelet_here(*args(tiny_data_root, "run"), cwd=tmp_path, capsys=capsys)
     assert proc.returncode == 2 and "none of the 4 checkpoints" in proc.stderr  # last.pt a copy now
     proc = run_tubelet(*args(tiny_data_root, "run", "resume=restart"), cwd=tmp_path)
     assert (run / "checkpoints" / "previous_1" / "metrics.jsonl").is_file()
@@ -170,7 +179,10 @@ class Evil:
 
 
 def test_a_bad_checkpoint_named_on_the_command_line_is_one_line_with_the_real_reason(
-        tmp_path, tiny_data_root):
+        tmp_path, tiny_data_root, capsys):
+    """Every command that reads a checkpoint file, on every kind of bad file. The first (a
+    hostile pickle through `train`) is a real process; the rest run the same main() in this
+    process (five torch imports fewer): the refusal is the code's, not the interpreter's."""
     import torch
     torch.save({"model": Evil()}, tmp_path / "hostile.pt")
     (tmp_path / "empty.pt").write_bytes(b"")
@@ -186,8 +198,9 @@ def test_a_bad_checkpoint_named_on_the_command_line_is_one_line_with_the_real_re
     }
     reasons = {"hostile": "unsupported GLOBAL posix.system", "empty": "empty or truncated",
                "foreign": "another model: "}
-    for (what, kind), command in commands.items():
-        proc = run_tubelet(*command, cwd=tmp_path, check=False)
+    for i, ((what, kind), command) in enumerate(commands.items()):
+        proc = (run_tubelet(*command, cwd=tmp_path, check=False) if i == 0 else
+                tubelet_here(*command, cwd=tmp_path, capsys=capsys))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, (what, proc.stderr)
         assert lines[-1].startswith("error: ") and reasons[kind] in lines[-1], (what, lines[-1])

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from conftest import REPO, run_tubelet
+from conftest import REPO, run_tubelet, tubelet_here
 
 COMMON = ["train.device=cpu", "train.epochs=1", "train.eval_interval=1", "train.log_interval=1",
           "train.amp=none", "train.tensorboard=false", "data.num_workers=0"]
@@ -86,7 +86,7 @@ RECIPES = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RECIPES))
-def test_seed_recipe_trains_and_evaluates_on_its_layout(name, layout_root, tmp_path):
+def test_seed_recipe_trains_and_evaluates_on_its_layout(name, layout_root, tmp_path, capsys):
     recipe, layouts, overrides, metric = RECIPES[name]
     args = [str(REPO / recipe), f"run.dir={tmp_path / 'run'}", *COMMON,
             *overrides(*[layout_root(layout) for layout in layouts])]
@@ -105,6 +105,8 @@ def test_seed_recipe_trains_and_evaluates_on_its_layout(name, layout_root, tmp_p
             results["num_videos"]
     assert (tmp_path / "run/checkpoints/last.pt").is_file()
     if name == "gaze360":  # `tubelet eval` on the checkpoint scores what fit's eval scored
-        proc = run_tubelet("eval", *args, f"checkpoint={tmp_path / 'run/checkpoints/last.pt'}",
-                           cwd=tmp_path, timeout=300)
+        # (its main() in this process, a torch import fewer: eval as a process is test_cli's)
+        proc = tubelet_here("eval", *args, f"checkpoint={tmp_path / 'run/checkpoints/last.pt'}",
+                            cwd=tmp_path, capsys=capsys)
+        assert proc.returncode == 0, proc.stderr[-3000:]
         assert json.loads(proc.stdout)[metric] == pytest.approx(evals[0][metric], rel=1e-6)
