@@ -14,10 +14,6 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict,
-                                                     set_model_state_dict,
-                                                     set_optimizer_state_dict)
 from torch.nn.parallel import DistributedDataParallel
 
 from tubelet import distributed as dist
@@ -148,21 +144,26 @@ def eval_view(model: nn.Module) -> Iterator[nn.Module]:
             m.set_reshard_after_forward(m is not model, recurse=False)
 
 
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+# torch.distributed.checkpoint is imported where it is used: ~1 s of import otherwise paid by
+# every `tubelet` command (config, data check, predict), and by each test process
 
 
 def full_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
     """(model, optimizer) state dicts, unsharded, on the CPU, keyed by parameter name.
     A collective for FSDP: every rank must call it. Ranks other than 0 may get empty dicts."""
-    module = unwrap(model)
-    return (get_model_state_dict(module, options=_FULL),
-            get_optimizer_state_dict(module, optimizer, options=_FULL))
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    module, full = unwrap(model), StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return (get_model_state_dict(module, options=full),
+            get_optimizer_state_dict(module, optimizer, options=full))
 
 
 def load_full_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, *,
                     model_state: dict[str, Any], optimizer_state: dict[str, Any] | None) -> None:
     """Load full state dicts (from `full_state`) into a model of any strategy; each rank
     keeps its own shard. Every rank passes the full dicts (all read the same file)."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                         set_optimizer_state_dict)
     module = unwrap(model)
     options = StateDictOptions(full_state_dict=True, strict=True)
     set_model_state_dict(module, model_state, options=options)
