@@ -133,6 +133,8 @@ class _Check:
         if device_transforms:  # a data split: the builder's num_sample (validate_switches)
             kwargs.pop("num_sample", None)
         if kind == "dataset":
+            if "transforms2" in entries[name]["params"]:  # two_views' second-view list
+                lists = (*lists, "transforms2")
             for list_key in lists:
                 steps = kwargs.pop(list_key, None)
                 if steps is not None and not isinstance(steps, list):

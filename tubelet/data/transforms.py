@@ -288,3 +288,5 @@ class Compose:
 
 # RandAugment lives in its own module; importing it here registers it with the others.
 from tubelet.data import randaugment  # noqa: E402,F401
+# So do the colour transforms (color_jitter, random_grayscale, gaussian_blur, random_solarize).
+from tubelet.data import color  # noqa: E402,F401

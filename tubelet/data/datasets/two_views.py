@@ -4,10 +4,12 @@
       type: two_views
       dataset: {type: synthetic_actions, root: data/synth_actions, subset: train, ...}
       transforms: [...]            # or the child's own; applied to each view with its own draws
+      transforms2: [...]           # optional: the second view's own list (MoCo v3 / BYOL's
+                                   # asymmetric pair); default: `transforms` for both
 
 An item holds `video` and `video2`: two clips of the same video, each with its own start frame
 (interval sampling) or segment offsets, and its own crop/flip/... draws from the same
-`transforms`. `video` is exactly the clip the child dataset alone gives for the same key (the
+`transforms` (or from `transforms2`, when given). `video` is exactly the clip the child dataset alone gives for the same key (the
 same per-sample generator); `video2` draws from a second generator of (seed, epoch, index).
 When the two clips' frame spans overlap, their frames come from one decode of the file;
 otherwise each clip is decoded on its own (one decode would run through the gap).
@@ -29,9 +31,36 @@ from tubelet.data.decode import DecodeError, decode_frames, read_images
 from tubelet.data.metadata import frame_files
 from tubelet.data.sampling import clip_indices
 from tubelet.data.seeding import sample_generator, split_key
-from tubelet.registry import DATASETS, ConfigError
+from tubelet.registry import DATASETS, TRANSFORMS, ConfigError, build, validate
 
 SECOND_VIEW = 1 << 30  # the second view's generator: another "epoch" word, never a real one
+
+
+def _out_size(transform: Any) -> tuple[int, int] | None:
+    """The (H, W) a transform list makes: its last sizing transform's; None keeps the clip's."""
+    sizing = [t for t in getattr(transform, "transforms", []) if getattr(t, "sets_size", False)]
+    return (sizing[-1].height, sizing[-1].width) if sizing else None
+
+
+def _second_transform(steps: Any, *, first: Any) -> Any:
+    """Build `transforms2`, checked as `transforms` is, and refuse a second view of another
+    size than the first (the two are compared as one batch)."""
+    from tubelet.data.transforms import Compose
+    if not isinstance(steps, list):
+        raise ConfigError(f"transforms2: expected a list of transforms, got {steps!r}")
+    built = []
+    for i, node in enumerate(steps):
+        validate(node, TRANSFORMS, key=f"transforms2[{i}]")
+        try:
+            built.append(build(node, TRANSFORMS))
+        except ConfigError as err:
+            raise ConfigError(f"transforms2[{i}].{err}") from None
+    second = Compose(built) if built else None
+    if _out_size(second) != _out_size(first):
+        raise ConfigError(f"transforms2: makes {_out_size(second) or 'the clip size'}, the first "
+                          f"view's transforms {_out_size(first) or 'the clip size'}; both views "
+                          f"need one size")
+    return second
 
 
 @DATASETS.register("two_views")
@@ -42,7 +71,8 @@ class TwoViews(Dataset):
     num_views = 1
     variable_frames = False
 
-    def __init__(self, dataset: dict, *, transform: Callable[..., torch.Tensor] | None = None,
+    def __init__(self, dataset: dict, *, transforms2: list[dict] | None = None,
+                 transform: Callable[..., torch.Tensor] | None = None,
                  to_float: bool = True) -> None:
         if not to_float:
             raise ConfigError("device_transforms: not supported by two_views (they would "
@@ -54,6 +84,8 @@ class TwoViews(Dataset):
         if self.dataset.num_views != 1:
             raise ConfigError("dataset.temporal_views: two_views draws its own two clips; "
                               "leave temporal_views and spatial_crops at 1")
+        self.transform2 = self.dataset.transform if transforms2 is None else \
+            _second_transform(transforms2, first=self.dataset.transform)
 
     @property
     def bad_files(self) -> list[tuple[str, str]]:
@@ -120,9 +152,9 @@ class TwoViews(Dataset):
             raise DecodeError(f"{MAX_SUBSTITUTES + 1} bad samples in a row for index {index} "
                               f"(last: {d.bad[i]}); is the dataset readable?")
         out = []
-        for video, generator in zip(views, generators):
-            if d.transform is not None:
-                video = d.transform(video, generator=generator)
+        for video, generator, transform in zip(views, generators, (d.transform, self.transform2)):
+            if transform is not None:
+                video = transform(video, generator=generator)
             if video.dtype == torch.uint8:
                 video = video.float() / 255
             out.append(video.contiguous())
