@@ -137,8 +137,8 @@ def main() -> None:
     results = {seed: one_seed(seed, args, work) for seed in args.seeds}
     print(f"workdir {work}")
     for arm in ("random", *args.arms):
-        print(f"val/acc1 {arm:6s} by seed: " + " ".join(f"{results[s][arm]:.4f}" for s in args.seeds)
-              + f"  mean {sum(results[s][arm] for s in args.seeds) / len(args.seeds):.4f}")
+        print(f"val/acc1 {arm:6s} by seed: "
+              + " ".join(f"{results[s][arm]:.4f}" for s in args.seeds) + f"  mean {sum(results[s][arm] for s in args.seeds) / len(args.seeds):.4f}")
     for arm in args.arms:
         ratios = [results[s][arm] / max(results[s]["random"], 1e-9) for s in args.seeds]
         print(f"ratio val/acc1 {arm} / random, by seed: " + " ".join(f"{r:.3f}" for r in ratios)

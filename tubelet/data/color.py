@@ -134,7 +134,7 @@ def _span(value: float | Sequence[float] | None, name: str, *, centre: float,
 @TRANSFORMS.register("color_jitter")
 class ColorJitter:
     """torchvision's ColorJitter with probability `p`, one draw per clip (module docstring).
-    MoCo v3 / SimCLR: brightness 0.4, contrast 0.4, saturation 0.2 (SimCLR 0.4), hue 0.1, p 0.8."""
+    MoCo v3: 0.4, 0.4, 0.2, 0.1 with p 0.8; SimCLR (strength 1): 0.8, 0.8, 0.8, 0.2 with p 0.8."""
 
     def __init__(self, brightness: Annotated[float | list[float], Min(0)] = 0.0,
                  contrast: Annotated[float | list[float], Min(0)] = 0.0,

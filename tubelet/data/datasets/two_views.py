@@ -9,8 +9,9 @@
 
 An item holds `video` and `video2`: two clips of the same video, each with its own start frame
 (interval sampling) or segment offsets, and its own crop/flip/... draws from the same
-`transforms` (or from `transforms2`, when given). `video` is exactly the clip the child dataset alone gives for the same key (the
-same per-sample generator); `video2` draws from a second generator of (seed, epoch, index).
+`transforms` (the second view from `transforms2`, when given). `video` is exactly the clip the
+child dataset alone gives for the same key (the same per-sample generator); `video2` draws from
+a second generator of (seed, epoch, index).
 When the two clips' frame spans overlap, their frames come from one decode of the file;
 otherwise each clip is decoded on its own (one decode would run through the gap).
 A bad file is replaced for both views at once, as the child replaces it (data/datasets/base.py).
