@@ -15,9 +15,13 @@ end-of-epoch checkpoint included, which a run of --steps pays once) and in the s
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib.util
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -255,21 +259,35 @@ def tubelet_floor(dataset: Dataset, run_dir: Path, *, nan_guard: str = "stop") -
     return clock.per_step
 
 
+def floor_side(side: str, steps: int, run_dir: Path) -> tuple[float, float]:
+    """One side of the floor in this (fresh) process: a raw-loop warm-up, then the side."""
+    dataset = InMemoryRows((steps + WARMUP) * MLP_BATCH)
+    raw_floor(dataset)  # first-call allocations and lazy imports, for every side alike
+    gc.collect()
+    if side == "raw":
+        return raw_floor(dataset)
+    if side == "fabric":
+        return fabric_floor(dataset)
+    return tubelet_floor(dataset, run_dir, nan_guard="off" if side.endswith("noguard") else "stop")
+
+
 def floor(args) -> None:
-    dataset = InMemoryRows((args.steps + WARMUP) * MLP_BATCH)
+    """Each side of each repetition in a fresh process, alternating the order: in one process
+    the sides shared a heap, and the garbage one left was collected in another's timing
+    (per-side figures moved by +-300 us/step between identical reruns)."""
     have_fabric = importlib.util.find_spec("lightning") is not None
     sides = ["raw", "tubelet", "tubelet_noguard"] + (["fabric"] if have_fabric else [])
-    got: dict[str, list[float]] = {k: [] for k in sides}
+    got: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
     with tempfile.TemporaryDirectory() as tmp:
-        raw_floor(dataset)  # warm-up
         for rep in range(args.reps):
-            order = sides if rep % 2 == 0 else sides[::-1]
-            for side in order:
-                run_dir = Path(tmp) / f"{side}{rep}"
-                got[side].append(
-                    raw_floor(dataset) if side == "raw" else fabric_floor(dataset)
-                    if side == "fabric" else tubelet_floor(
-                        dataset, run_dir, nan_guard="off" if side.endswith("noguard") else "stop"))
+            for side in sides if rep % 2 == 0 else sides[::-1]:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--floor-side", side, "--steps", str(args.steps),
+                     "--threads", str(args.threads or 0), "--run-dir", f"{tmp}/{side}{rep}"],
+                    env=env, capture_output=True, text=True, check=True).stdout
+                got[side].append(tuple(json.loads(out.strip().splitlines()[-1])))
             print(f"rep {rep}: " + "  ".join(f"{k} {v[-1][0] * 1e6:.1f} us/step "
                                               f"(cpu {v[-1][1] * 1e6:.1f})"
                                               for k, v in got.items()), flush=True)
@@ -292,9 +310,14 @@ def main() -> None:
                         "machine the progress/TensorBoard threads get their own core, so the "
                         "ratio measures the loop rather than contention for the cores")
     p.add_argument("--floor", action="store_true", help="the tiny-MLP per-step floor")
+    p.add_argument("--floor-side", default=None, help=argparse.SUPPRESS)  # a child of --floor
+    p.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.floor_side:
+        setup_text_log(None, enabled=False)
+        return print(json.dumps(floor_side(args.floor_side, args.steps, args.run_dir)))
     if args.floor:
         args.steps = args.steps if args.steps != 60 else 1500
         return floor(args)
