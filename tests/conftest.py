@@ -14,6 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+@pytest.fixture(autouse=True)
+def _stop_signal_handlers_restored():
+    """Every test starts with the handlers the worker had. A fit() that leaves with a stop
+    (Preempted, NonFiniteError) keeps the guard's "leaving" handlers on purpose (SIGTERM
+    ignored, so the launcher's cannot change the exit code); in a long-lived xdist worker they
+    reached later tests that assert the defaults, failing them by test order alone."""
+    saved = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
+    yield
+    for s, handler in saved.items():
+        if handler is not None:  # None: installed outside Python, nothing to put back
+            signal.signal(s, handler)
+
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "configs" / "debug" / "classify_tiny.yaml"
 
