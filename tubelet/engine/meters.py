@@ -32,7 +32,8 @@ class Meters:
         self._last = now
 
     def add_loss(self, loss: torch.Tensor) -> None:
-        self.loss_sum += loss.float()
+        """`loss`: a detached float32 0-dim tensor."""
+        self.loss_sum += loss
         self.num_losses += 1
 
     def compute_done(self, *, stepped: bool) -> None:

@@ -99,6 +99,7 @@ class Trainer:
         self._autocast = (contextlib.nullcontext if self.amp_dtype is None else
                           lambda: torch.autocast(device.type, dtype=self.amp_dtype))
         self._params: list[nn.Parameter] | None = None  # trainable, cached at the first step
+        self._no_sync = getattr(model, "no_sync", None)  # DDP's; looked up once, not per step
         # rank 0 writes the checkpoints; in the background the loop waits only for the copy.
         # The logger's bound method, not a lambda over self: a Trainer in a reference cycle
         # outlives fit()'s exception, its loader workers are then reaped only at interpreter
@@ -210,13 +211,15 @@ class Trainer:
         self.batch_in_epoch += 1
         boundary = self.batch_in_epoch % self.accum_steps == 0
         # DDP's no_sync skips the gradient all-reduce on micro-batches that do not step.
-        no_sync = getattr(self.model, "no_sync", None)
+        no_sync = self._no_sync
         with (no_sync() if no_sync and not boundary else contextlib.nullcontext()):
             with self._autocast():
                 loss = self.task.loss(self.model, batch)
             # loss / 1 is loss exactly: skip the op when not accumulating
             self.scaler.scale(loss / self.accum_steps if self.accum_steps > 1 else loss).backward()
-        loss = loss.detach().float()
+        loss = loss.detach()
+        if loss.dtype != torch.float32:  # a call, even a no-op one, costs a dispatch
+            loss = loss.float()
         self._meters.add_loss(loss)
         # a new tensor per step (the device NaN check keeps it until its next read)
         first = (self.batch_in_epoch - 1) % self.accum_steps == 0
@@ -253,13 +256,11 @@ class Trainer:
         rank alike); the guard reports it at the next log (`settle_nan_check`)."""
         if self._params is None:
             self._params = [p for p in self.model.parameters() if p.requires_grad]
-        params = [p for p in self._params if p.grad is not None]
+        grads = [g for p in self._params if (g := p.grad) is not None]
         if self.clip_grad is not None:  # the norm clipping computes says it all
-            norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
+            norm = parallel.full_tensor(nn.utils.clip_grad_norm_(self._params, self.clip_grad))
             self._meters.grad_norm = norm
             grads = [norm]
-        else:
-            grads = [p.grad for p in params]
         found = self.nan_check.check(step=self.step, loss=self._step_loss, grads=grads)
         if self.nan_check.host_readable:
             # one CPU process: reading the flag costs nothing, and not calling step() skips
