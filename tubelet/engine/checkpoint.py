@@ -29,7 +29,6 @@ _STEP_FILE = re.compile(r"^step_(\d{8,})\.pt$")
 DIGEST_SUFFIX = ".sha256"
 CORRUPT_DIR = "corrupt"  # checkpoints/corrupt/: files resume=auto could not use, moved aside
 _CHUNK = 1 << 22
-_OVERLAP = 1 << 20  # chunks from this size on are hashed while they are written
 
 
 class CheckpointError(ConfigError):
@@ -68,29 +67,19 @@ def _write_digest(path: Path, digest: str) -> None:
     os.replace(tmp, side)
 
 
-class _HashingWriter:
-    """A file object for torch.save that hashes what it writes and keeps the OSError a
-    write raised (torch wraps it in an opaque RuntimeError). A large chunk (a tensor's
-    bytes) is hashed in a helper thread while this one writes it: both release the GIL, so
-    the save costs about max(write, sha256) instead of their sum. `write` returns only when
-    both are done, so torch's buffer is never read after it is handed back."""
+class _ErrorKeepingWriter:
+    """A file object for torch.save that keeps the OSError a write raised (torch wraps it in
+    an opaque RuntimeError)."""
 
-    def __init__(self, f: Any, hasher: ThreadPoolExecutor) -> None:
-        self.f, self.sha, self.error, self.hasher = f, hashlib.sha256(), None, hasher
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
 
     def write(self, data: bytes) -> int:
-        hashing = self.hasher.submit(self.sha.update, data) if len(data) >= _OVERLAP else None
         try:
-            n = self.f.write(data)
+            return self.f.write(data)
         except OSError as e:
             self.error = e
             raise
-        finally:
-            if hashing is not None:
-                hashing.result()
-        if hashing is None:
-            self.sha.update(data)
-        return n
 
     def flush(self) -> None:
         self.f.flush()
@@ -121,30 +110,38 @@ def _state_bytes(state: Any) -> int:
 
 
 def _write_temp(state: dict[str, Any], tmp: Path) -> str:
-    """`state` into `tmp`, fsynced; returns its sha256, computed while writing.
+    """`state` into `tmp`, fsynced; returns its sha256.
 
-    torch's own CRC32 per zip record is off for this write: the sha256 sidecar is the
-    integrity check (verified before every resume), the CRC was a second pass over every
-    byte (~0.6 s per GiB here, 0.65 s of a 1.1 GiB ViT-L save's 1.9), and torch.load does
-    not read it. A `unzip -t` of a checkpoint then reports CRC errors; `sha256sum -c` is the
-    check (docs/resume.md)."""
+    The sha256 is read back from the page cache while the fsync waits for the disk, so the
+    hash costs CPU time only where the save was waiting anyway (hashing each chunk while
+    torch wrote it made two CPU-bound passes compete for the same cores). torch's own CRC32
+    per zip record is off for this write: the sha256 sidecar is the integrity check
+    (verified before every resume), the CRC was a further pass over every byte (~0.6 s per
+    GiB here, 0.65 s of a 1.1 GiB ViT-L save's 1.9), and torch.load does not read it. A
+    `unzip -t` of a checkpoint then reports CRC errors; `sha256sum -c` is the check
+    (docs/resume.md)."""
     writer = None
     crc32 = torch.serialization.get_crc32_options()
     try:
-        with open(tmp, "wb") as f, ThreadPoolExecutor(1, "tubelet-sha256") as hasher:
-            writer = _HashingWriter(f, hasher)
+        with open(tmp, "wb") as f:
+            writer = _ErrorKeepingWriter(f)
             torch.serialization.set_crc32_options(False)
             try:
                 torch.save(state, writer)
             finally:
                 torch.serialization.set_crc32_options(crc32)
             f.flush()
-            os.fsync(f.fileno())
+            with ThreadPoolExecutor(1, "tubelet-fsync") as pool:
+                synced = pool.submit(os.fsync, f.fileno())
+                try:
+                    digest = _file_digest(tmp)
+                finally:
+                    synced.result()  # raises the fsync's OSError (a full disk, EIO)
     except BaseException as e:
         if writer is not None and writer.error is not None and not is_no_space(e):
             raise writer.error from None  # the real OSError, not torch's wrapper
         raise
-    return writer.sha.hexdigest()
+    return digest
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: str | Path, *, step: int,
