@@ -69,15 +69,21 @@ def retrieval(run_dir: Path, *, pretrained: bool) -> float:
 
 
 def geometry(args: argparse.Namespace) -> tuple[list[str], list[str]]:
-    """The clip overrides, the same for every arm: (pretraining's, the probe's)."""
+    """The clip and encoder overrides, the same for every arm: (pretraining's, the probe's)."""
     video_frames = max(8, (args.frames - 1) * args.stride + 1)
+    video_size = args.video_size or args.size * 3 // 2
     data = [f"num_train_per_class={args.per_class}", f"num_test_per_class={args.per_class // 2}",
             f"video_frames={video_frames}", f"num_frames={args.frames}", f"stride={args.stride}",
-            f"root=data/synth_probe_{args.per_class}_{video_frames}"]
-    model = [f"model.backbone.num_frames={args.frames}"]
-    pretrain = [*(f"data.train.dataset.{d}" for d in data), *model]
+            f"size={video_size}",
+            f"root=data/synth_probe_{args.per_class}_{video_frames}_{video_size}"]
+    model = [f"model.backbone.num_frames={args.frames}", f"model.backbone.img_size={args.size}",
+             f"model.backbone.embed_dim={args.embed_dim}", f"model.backbone.depth={args.depth}",
+             f"model.backbone.num_heads={max(2, args.embed_dim // 32)}"]
+    pretrain = [*(f"data.train.dataset.{d}" for d in data), *model,
+                *(f"data.train.{views}.0.size={args.size}" for views in ("transforms", "transforms2"))]
     probe = [*(f"data.train.{d}" for d in data), f"data.val.num_frames={args.frames}",
-             f"data.val.stride={args.stride}", *model]
+             f"data.val.stride={args.stride}", f"data.train.transforms.0.size={args.size}",
+             f"data.val.transforms.0.size={args.size}", *model]
     return pretrain, probe
 
 
@@ -94,16 +100,20 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, float
               f"{losses[-1]:.4f} (last), {len(losses)} logged", flush=True)
     acc = {}
     test_clips = args.per_class // 2 * 4
-    for arm in ("random", *args.arms):
-        pretrained = f"model.pretrained=runs/{arm}_s{seed}" if arm != "random" else \
+    for arm in ("random", *args.arms, *(["supervised"] if args.supervised else [])):
+        pretrained = f"model.pretrained=runs/{arm}_s{seed}" if arm in args.arms else \
             "model.pretrained=null"
+        # supervised: the same encoder and head trained end to end, twice the epochs
+        how = (["model.freeze_backbone=false", "optimizer.lr=0.001",
+                f"train.epochs={2 * args.probe_epochs}"] if arm == "supervised" else
+               ["optimizer.lr=0.01", f"train.epochs={args.probe_epochs}"])
         name = f"probe_{arm}_s{seed}"
         tubelet("train", str(DEBUG / "linprobe_tiny.yaml"), f"run.name={name}", f"seed={seed}",
-                pretrained, "optimizer.type=adamw", "optimizer.blr=null", "optimizer.lr=0.01",
-                "data.batch_size=8", f"train.epochs={args.probe_epochs}", *probe, cwd=work)
+                pretrained, "optimizer.type=adamw", "optimizer.blr=null", *how,
+                "data.batch_size=8", *probe, cwd=work)
         evals = [r for r in rows(work / "runs" / name) if "val/acc1" in r]
         acc[arm] = evals[-1]["val/acc1"]
-        print(f"seed {seed} probe on {arm:6s} encoder: val/acc1 {acc[arm]:.4f} "
+        print(f"seed {seed} {'training' if arm == 'supervised' else 'probe on'} {arm:6s} encoder: val/acc1 {acc[arm]:.4f} "
               f"(best {max(r['val/acc1'] for r in evals):.4f}) over {test_clips} test clips",
               flush=True)
     for arm in args.arms:
@@ -123,12 +133,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=4,
                         help="clip length of every arm (pretraining, probes, the model)")
     parser.add_argument("--stride", type=int, default=2)
+    parser.add_argument("--size", type=int, default=16, help="the crop (model input) size")
+    parser.add_argument("--video-size", type=int, default=None,
+                        help="the synthetic videos' size (default 1.5 x --size)")
+    parser.add_argument("--embed-dim", type=int, default=32)
+    parser.add_argument("--depth", type=int, default=2)
+    parser.add_argument("--supervised", action="store_true",
+                        help="also train the same encoder end to end with the labels: the "
+                             "ceiling a probe could reach on this geometry")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--norm", default="bn", choices=["bn", "ln", "none"],
                         help="the projector/predictor norm while pretraining (the papers' bn; "
                              "the debug recipes' ln, kept there for exact rank equivalence, "
                              "collapses on this set: the loss sits at chance from step 15)")
-    parser.add_argument("--arms", nargs="+", default=["moco", "simclr"],
+    parser.add_argument("--arms", nargs="*", default=["moco", "simclr"],
                         choices=["moco", "simclr"], help="the pretraining recipes to probe")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
@@ -136,7 +154,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     results = {seed: one_seed(seed, args, work) for seed in args.seeds}
     print(f"workdir {work}")
-    for arm in ("random", *args.arms):
+    for arm in ("random", *args.arms, *(["supervised"] if args.supervised else [])):
         print(f"val/acc1 {arm:6s} by seed: "
               + " ".join(f"{results[s][arm]:.4f}" for s in args.seeds) + f"  mean {sum(results[s][arm] for s in args.seeds) / len(args.seeds):.4f}")
     for arm in args.arms:

@@ -254,13 +254,13 @@ class Trainer:
         """Clip, check and step with no device sync: a non-finite loss or gradient sets the
         optimizer's `found_inf` on the device and the update is skipped there (on every
         rank alike); the guard reports it at the next log (`settle_nan_check`)."""
-        if self._params is None:
-            self._params = [p for p in self.model.parameters() if p.requires_grad]
-        grads = [g for p in self._params if (g := p.grad) is not None]
+        params = self._trainable()
         if self.clip_grad is not None:  # the norm clipping computes says it all
-            norm = parallel.full_tensor(nn.utils.clip_grad_norm_(self._params, self.clip_grad))
+            norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
             self._meters.grad_norm = norm
             grads = [norm]
+        else:
+            grads = [g for p in params if (g := p.grad) is not None]
         found = self.nan_check.check(step=self.step, loss=self._step_loss, grads=grads)
         if self.nan_check.host_readable:
             # one CPU process: reading the flag costs nothing, and not calling step() skips
@@ -285,14 +285,21 @@ class Trainer:
     def grad_norm(self, *, scaled: bool = False) -> torch.Tensor | None:
         """Clip the (unscaled) gradients; the norm for the guard, or None. None when `scaled`
         (fp16 loss scaling): an inf norm there is an overflow, the GradScaler's business."""
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.clip_grad is not None:
+        params = self._trainable()
+        if self.clip_grad is not None:  # clip_grad_norm_ passes over parameters without grads
             norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
             self._meters.grad_norm = norm
             return None if scaled else norm
         if self.guard.policy == "off" or scaled:
             return None
-        return parallel.full_tensor(nn.utils.get_total_norm([p.grad for p in params]))
+        return parallel.full_tensor(nn.utils.get_total_norm(
+            [g for p in params if (g := p.grad) is not None]))
+
+    def _trainable(self) -> list[nn.Parameter]:
+        """The parameters that train, listed once (a walk over the modules costs per step)."""
+        if self._params is None:
+            self._params = [p for p in self.model.parameters() if p.requires_grad]
+        return self._params
 
     def evaluate(self) -> dict[str, float]:
         """Evaluate after an epoch. A stop signal is agreed between eval batches: the eval is
