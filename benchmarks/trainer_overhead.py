@@ -1,11 +1,11 @@
 """Trainer overhead: the same tiny video ViT and data through a hand-written loop and through
-`Trainer.fit` (metrics.jsonl, TensorBoard and the rich progress bar on), interleaved; with
-`--floor`, the fixed cost per step on a tiny MLP (a ~0.5 ms step, where it shows): tubelet's
-Trainer (metrics.jsonl, TensorBoard, progress, NaN guard on) and, when `lightning` is
-installed (not a tubelet dependency), Fabric, each in us/step over a raw loop.
+`Trainer.fit` (metrics.jsonl, TensorBoard and the rich progress bar on), each a separate run,
+interleaved, and Fabric beside them when `lightning` is installed (not a tubelet dependency).
+`--floor` runs benchmarks/step_floor.py instead: the per-step cost on a tiny MLP, paired inside
+one run (its arguments pass through), which is what makes a difference of tens of us visible.
 
-    python benchmarks/trainer_overhead.py [--reps 7] [--steps 60] [--threads 1] [--fabric]
-    python benchmarks/trainer_overhead.py --floor [--reps 9] [--steps 1500] [--threads 1]
+    python benchmarks/trainer_overhead.py [--reps 7] [--steps 60] [--threads 1]
+    python benchmarks/trainer_overhead.py --floor [--blocks 30] [--block 200] [--threads 1]
 
 Prints per-repetition figures, and last the median ratio (or us/step over the raw loop). The
 video-ViT ratio comes twice: over the whole run (tubelet's logger start-up and its fsynced
@@ -15,12 +15,9 @@ end-of-epoch checkpoint included, which a run of --steps pays once) and in the s
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -156,152 +153,11 @@ def trainer_loop(dataset: Dataset, run_dir: Path) -> tuple[float, float]:
     return window.steady, trainer.total_steps * BATCH / (time.perf_counter() - start)
 
 
-# ------------------------------------------------------------------ the per-step floor
-# 128 -> 256 -> 256 -> 8, ~0.1M parameters: a ~0.5 ms step on one thread here, the size the
-# issue measured its floor at (a larger MLP only adds the same model time to every side)
-MLP_IN, MLP_HIDDEN, MLP_BATCH, WARMUP = 128, 256, 32, 50
-
-
-def _now() -> tuple[float, float]:
-    return time.perf_counter(), time.thread_time()
-
-
-def _per_step(start: tuple[float, float], steps: int) -> tuple[float, float]:
-    """(wall, main-thread CPU) seconds per step. On a loaded machine the CPU time is the
-    steadier figure: it counts the loop's own work, not the waits for a core (the progress
-    bar's and TensorBoard's threads are not in it; they cost wall time only when no core is
-    free for them)."""
-    wall, cpu = _now()
-    return (wall - start[0]) / steps, (cpu - start[1]) / steps
-
-
-class InMemoryRows(Dataset):
-    def __init__(self, num_samples: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(num_samples, MLP_IN, generator=g)
-        self.y = torch.randint(0, NUM_CLASSES, (num_samples,), generator=g)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, key):
-        index, _ = split_key(key)
-        return {"video": self.x[index], "label": int(self.y[index]), "index": index}
-
-
-def make_mlp() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(MLP_IN, MLP_HIDDEN), torch.nn.GELU(),
-                               torch.nn.Linear(MLP_HIDDEN, MLP_HIDDEN), torch.nn.GELU(),
-                               torch.nn.Linear(MLP_HIDDEN, NUM_CLASSES))
-
-
-def mlp_setup(dataset: Dataset):
-    model = make_mlp()
-    # the same optimizer in every loop: tubelet's default (fused AdamW where supported)
-    from tubelet.engine.optim import AdamW
-    optimizer = AdamW(param_groups(model, weight_decay=0.05), lr=LR)
-    sampler = ResumableSampler(len(dataset), batch_size=MLP_BATCH, seed=0)
-    return model, optimizer, build_loader(dataset, sampler=sampler), sampler
-
-
-def raw_floor(dataset: Dataset) -> float:
-    """Seconds per step after WARMUP steps: forward, backward, step, zero_grad."""
-    model, optimizer, loader, _ = mlp_setup(dataset)
-    model.train()
-    for i, batch in enumerate(loader):
-        if i == WARMUP:
-            start = _now()
-        loss = F.cross_entropy(model(batch["video"]), batch["label"])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return _per_step(start, len(loader) - WARMUP)
-
-
-def fabric_floor(dataset: Dataset) -> float:
-    from lightning.fabric import Fabric
-    fabric = Fabric(accelerator="cpu", devices=1)
-    model, optimizer, loader, _ = mlp_setup(dataset)
-    model, optimizer = fabric.setup(model, optimizer)
-    loader = fabric.setup_dataloaders(loader, use_distributed_sampler=False)
-    model.train()
-    for i, batch in enumerate(loader):
-        if i == WARMUP:
-            start = _now()
-        loss = F.cross_entropy(model(batch["video"]), batch["label"])
-        fabric.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return _per_step(start, len(loader) - WARMUP)
-
-
-class _Clock(Hook):
-    """Wall time from the end of step WARMUP to the end of the last step: whole iterations
-    (data, step, guard, logging, progress), none of fit()'s start or its final checkpoint."""
-
-    def after_step(self, trainer) -> None:
-        if trainer.step == WARMUP:
-            self.start = _now()
-        elif trainer.step == trainer.total_steps:
-            self.per_step = _per_step(self.start, trainer.total_steps - WARMUP)
-
-
-def tubelet_floor(dataset: Dataset, run_dir: Path, *, nan_guard: str = "stop") -> float:
-    model, optimizer, loader, sampler = mlp_setup(dataset)
-    clock = _Clock()
-    trainer = Trainer(model=model, task=ClassificationTask(NUM_CLASSES), train_loader=loader,
-                      optimizer=optimizer, train_sampler=sampler, val_loader=None,
-                      run_dir=run_dir, base_lr=LR, device=torch.device("cpu"), epochs=1,
-                      logger=RunLogger(run_dir, tensorboard=True, progress=True), hooks=[clock],
-                      warmup_epochs=0.1, log_interval=10, nan_guard=nan_guard)
-    trainer.fit()
-    return clock.per_step
-
-
-def floor_side(side: str, steps: int, run_dir: Path) -> tuple[float, float]:
-    """One side of the floor in this (fresh) process: a raw-loop warm-up, then the side."""
-    dataset = InMemoryRows((steps + WARMUP) * MLP_BATCH)
-    raw_floor(dataset)  # first-call allocations and lazy imports, for every side alike
-    gc.collect()
-    if side == "raw":
-        return raw_floor(dataset)
-    if side == "fabric":
-        return fabric_floor(dataset)
-    return tubelet_floor(dataset, run_dir, nan_guard="off" if side.endswith("noguard") else "stop")
-
-
-def floor(args) -> None:
-    """Each side of each repetition in a fresh process, alternating the order: in one process
-    the sides shared a heap, and the garbage one left was collected in another's timing
-    (per-side figures moved by +-300 us/step between identical reruns)."""
-    have_fabric = importlib.util.find_spec("lightning") is not None
-    sides = ["raw", "tubelet", "tubelet_noguard"] + (["fabric"] if have_fabric else [])
-    got: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
-    with tempfile.TemporaryDirectory() as tmp:
-        for rep in range(args.reps):
-            for side in sides if rep % 2 == 0 else sides[::-1]:
-                out = subprocess.run(
-                    [sys.executable, __file__, "--floor-side", side, "--steps", str(args.steps),
-                     "--threads", str(args.threads or 0), "--run-dir", f"{tmp}/{side}{rep}"],
-                    env=env, capture_output=True, text=True, check=True).stdout
-                got[side].append(tuple(json.loads(out.strip().splitlines()[-1])))
-            print(f"rep {rep}: " + "  ".join(f"{k} {v[-1][0] * 1e6:.1f} us/step "
-                                              f"(cpu {v[-1][1] * 1e6:.1f})"
-                                              for k, v in got.items()), flush=True)
-    for i, what in enumerate(("wall", "main-thread cpu")):
-        raw = statistics.median(x[i] for x in got["raw"]) * 1e6
-        print(f"{what}: raw loop {raw:.1f} us/step (median of {args.reps})")
-        for side in sides[1:]:
-            over = statistics.median([(a[i] - b[i]) * 1e6 for a, b in zip(got[side], got["raw"])])
-            print(f"{what}: {side} over the raw loop: {over:+.1f} us/step "
-                  "(median of per-rep differences)")
-    print(f"load average {os.getloadavg()[0]:.2f}")
-
-
 def main() -> None:
+    if "--floor" in sys.argv:  # the paired per-step floor lives in step_floor.py
+        sys.argv.remove("--floor")
+        import step_floor
+        return step_floor.main()
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--steps", type=int, default=60, help="optimizer steps per repetition")
@@ -309,18 +165,9 @@ def main() -> None:
                    help="torch intra-op threads (default: torch's choice). With 1 on a 2-core "
                         "machine the progress/TensorBoard threads get their own core, so the "
                         "ratio measures the loop rather than contention for the cores")
-    p.add_argument("--floor", action="store_true", help="the tiny-MLP per-step floor")
-    p.add_argument("--floor-side", default=None, help=argparse.SUPPRESS)  # a child of --floor
-    p.add_argument("--run-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.floor_side:
-        setup_text_log(None, enabled=False)
-        return print(json.dumps(floor_side(args.floor_side, args.steps, args.run_dir)))
-    if args.floor:
-        args.steps = args.steps if args.steps != 60 else 1500
-        return floor(args)
     dataset = InMemoryClips(args.steps * BATCH)
     setup_text_log(None, enabled=False)
     hand_loop(dataset)  # warm-up: first-call allocations and lazy imports
