@@ -91,7 +91,10 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, float
     """Pretrain each arm and probe it and the random-init encoder, all with `seed`."""
     pretrain, probe = geometry(args)
     for arm in args.arms:
-        tubelet("train", str(DEBUG / f"{arm}_tiny.yaml"), f"run.name={arm}_s{seed}", f"seed={seed}",
+        recipe = DEBUG / f"{arm}_tiny.yaml"
+        if "transforms2:" not in recipe.read_text():  # both views share `transforms` there
+            pretrain = [o for o in pretrain if ".transforms2." not in o]
+        tubelet("train", str(recipe), f"run.name={arm}_s{seed}", f"seed={seed}",
                 "data.batch_size=16", f"train.epochs={args.pretrain_epochs}",
                 f"model.norm={args.norm}", "train.log_interval=5", *pretrain, cwd=work)
         losses = [r["train/loss"] for r in rows(work / "runs" / f"{arm}_s{seed}")
