@@ -5,7 +5,7 @@ interleaved, and Fabric beside them when `lightning` is installed (not a tubelet
 one run (its arguments pass through), which is what makes a difference of tens of us visible.
 
     python benchmarks/trainer_overhead.py [--reps 7] [--steps 60] [--threads 1]
-    python benchmarks/trainer_overhead.py --floor [--blocks 30] [--block 200] [--threads 1]
+    python benchmarks/trainer_overhead.py --floor [--blocks 60] [--block 100] [--threads 1]
 
 Prints per-repetition figures, and last the median ratio (or us/step over the raw loop). The
 video-ViT ratio comes twice: over the whole run (tubelet's logger start-up and its fsynced
