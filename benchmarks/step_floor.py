@@ -43,7 +43,7 @@ from torch.utils.data import Dataset  # noqa: E402
 from tubelet.data.loader import ResumableSampler, build_loader  # noqa: E402
 from tubelet.data.seeding import split_key  # noqa: E402
 from tubelet.engine.hooks import Hook  # noqa: E402
-from tubelet.engine.schedule import cosine_lr  # noqa: E402
+from tubelet.engine.schedule import lr_schedule  # noqa: E402
 from tubelet.engine.trainer import Trainer  # noqa: E402
 from tubelet.loggers import RunLogger, setup_text_log  # noqa: E402
 from tubelet.tasks.classification import ClassificationTask  # noqa: E402
@@ -52,6 +52,7 @@ Now = tuple[float, float]
 # 128 -> 256 -> 256 -> 8, ~0.1M parameters: the size the issue measured its floor at (a
 # larger MLP only adds the same model time to every side)
 MLP_IN, MLP_HIDDEN, MLP_BATCH = 128, 256, 32
+WARMUP_EPOCHS = 0.1
 
 
 class InMemoryRows(Dataset):
@@ -124,9 +125,8 @@ def raw_steps(model, optimizer, loader, *, clip: float | None, lr_at) -> Callabl
 
     def run(n: int) -> None:
         for batch in itertools.islice(batches, n):
-            if lr_at is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step[0])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step[0])
             loss = F.cross_entropy(model(batch["video"]), batch["label"])
             loss.backward()
             if clip is not None:
@@ -148,9 +148,8 @@ def fabric_steps(make_model, make_optimizer, loader, *, clip, lr_at) -> Callable
 
     def run(n: int) -> None:
         for batch in itertools.islice(batches, n):
-            if lr_at is not None:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr_at(step[0])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step[0])
             loss = F.cross_entropy(model(batch["video"]), batch["label"])
             fabric.backward(loss)
             if clip is not None:
@@ -163,16 +162,15 @@ def fabric_steps(make_model, make_optimizer, loader, *, clip, lr_at) -> Callable
 
 def setup(kind: str, steps: int):
     """(make_model, make_optimizer, dataset, batch, clip, lr_at) of the MLP or the video ViT:
-    one epoch of `steps` batches."""
+    one epoch of `steps` batches. Every loop sets the Trainer's own lr schedule (warmup 10 %,
+    cosine), so all sides follow one trajectory: the same numbers through the same kernels."""
     if kind == "mlp":
-        make_model, batch, clip, lr_at = make_mlp, MLP_BATCH, None, None
+        make_model, batch, clip = make_mlp, MLP_BATCH, None
         dataset = InMemoryRows(steps * batch)
     else:
         make_model, batch, clip = bench.make_model, bench.BATCH, 1.0
         dataset = bench.InMemoryClips(steps * batch)
-
-        def lr_at(step: int) -> float:
-            return cosine_lr(step, base_lr=bench.LR, total_steps=steps, warmup_steps=steps // 10)
+    lr_at = lr_schedule(base_lr=bench.LR, total_steps=steps, epochs=1, warmup_epochs=WARMUP_EPOCHS)
     return make_model, bench.make_optimizer, dataset, batch, clip, lr_at
 
 
@@ -210,7 +208,7 @@ def run(args: argparse.Namespace, run_dir: Path) -> Paired:
                       optimizer=make_optimizer(model), train_sampler=sampler, val_loader=None,
                       run_dir=run_dir, base_lr=bench.LR, device=torch.device("cpu"),
                       epochs=1, logger=logger, hooks=[paired],
-                      warmup_epochs=0.1, clip_grad=clip, log_interval=args.log_interval,
+                      warmup_epochs=WARMUP_EPOCHS, clip_grad=clip, log_interval=args.log_interval,
                       nan_guard=args.nan_guard)
     trainer.fit()
     return paired
