@@ -110,14 +110,22 @@ def run_tubelet(*args: str, cwd: Path, timeout: float = 120, check: bool = True,
     imported torch and tubelet (tests/tools/forkserver.py; ~5 CPU-s less per command);
     `fresh=True`, or TUBELET_TESTS_FRESH=1 for the whole suite, starts a new interpreter."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env
-    if fresh or os.environ.get("TUBELET_TESTS_FRESH") == "1":
-        proc = subprocess.run(tubelet_cmd(*args), cwd=cwd, capture_output=True, text=True,
-                              timeout=timeout, env=env)
-    else:
-        proc = _FORKSERVER.run(list(args), cwd=cwd, env=env, timeout=timeout)
+    proc = run_module("tubelet.cli", *args, cwd=cwd, env=env, timeout=timeout, fresh=fresh)
     if check and proc.returncode != 0:
         raise AssertionError(f"tubelet {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_module(module: str, *args: str, cwd: Path, env: dict[str, str], timeout: float,
+               fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as subprocess.run(capture_output=True, text=True) runs it;
+    tubelet.cli and torch.distributed.run (torchrun) fork from the server (see run_tubelet)."""
+    cmd = [sys.executable, "-m", module, *args]
+    if fresh or os.environ.get("TUBELET_TESTS_FRESH") == "1" or \
+            module not in ("tubelet.cli", "torch.distributed.run"):
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              env=env)
+    return _FORKSERVER.run(module, list(args), cwd=cwd, env=env, timeout=timeout)
 
 
 class _ForkServer:
@@ -162,15 +170,16 @@ class _ForkServer:
         line, self.buf = self.buf.split(b"\n", 1)
         return json.loads(line)
 
-    def run(self, args: list[str], *, cwd: Path, env: dict[str, str], timeout: float
-            ) -> subprocess.CompletedProcess:
+    def run(self, module: str, args: list[str], *, cwd: Path, env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess:
         import locale
         import tempfile
+        cmd = [sys.executable, "-m", module, *args]
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
-            request = {"args": args, "cwd": str(Path(cwd).resolve()), "env": env,
+            request = {"module": module, "args": args, "cwd": str(Path(cwd).resolve()), "env": env,
                        "stdout": str(out), "stderr": str(err)}
             try:
                 self.proc.stdin.write((json.dumps(request) + "\n").encode())
@@ -193,8 +202,8 @@ class _ForkServer:
 
             stdout, stderr = text(out), text(err)
         if code is None:
-            raise subprocess.TimeoutExpired(tubelet_cmd(*args), timeout, stdout, stderr)
-        return subprocess.CompletedProcess(tubelet_cmd(*args), code, stdout, stderr)
+            raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(cmd, code, stdout, stderr)
 
 
 # one server per process, also where this file is imported twice (as `conftest` by pytest and
