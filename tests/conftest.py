@@ -37,8 +37,8 @@ def _stop_signal_handlers_restored():
 # test_run_insight's `runs` was built twice, 38 + 34 s); and a 50 s test could start last on one
 # worker while the other sat idle. So `-n` without a --dist (or with `--dist=load`) gets this
 # scheduler: a module that defines a module-scoped fixture is one unit of work, on one worker,
-# and the slow tests (`@pytest.mark.slow`: 69 tests, 82% of the suite's CPU) start first, the
-# ~860 fast ones filling in behind them, one unit at a time. (xdist's own `loadgroup` does not
+# and the files with slow tests (`@pytest.mark.slow`: 69 tests, 82% of the suite's CPU) start
+# first, the rest filling in behind them, one unit at a time. (xdist's own `loadgroup` does not
 # group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
 # A run without -n is left as collected.
 
@@ -63,8 +63,13 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_collection_modifyitems(config, items):
-    if hasattr(config, "workerinput"):  # an xdist worker: the order the scheduler hands out
-        items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable
+    """Under xdist, the order the scheduler hands out: the files with a slow test first. A
+    file's own order is kept: tests may lean on what an earlier one left in the worker (an
+    in-process W&B run leaves its service running, which the tracker fixture's run then joins;
+    started by that run itself, the service came up after the run ended, on a loaded machine)."""
+    if hasattr(config, "workerinput"):
+        slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_files)  # stable
 
 
 REPO = Path(__file__).resolve().parents[1]
