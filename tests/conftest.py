@@ -2,6 +2,7 @@
 that runs the real `tubelet` CLI in a subprocess."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -29,6 +30,47 @@ def _stop_signal_handlers_restored():
     for s, handler in saved.items():
         if handler is not None:  # None: installed outside Python, nothing to put back
             signal.signal(s, handler)
+
+# ------------------------------------------------------------------ scheduling under xdist
+# Two measured costs of xdist's default `--dist=load` with CI's 2 workers: its chunks split a
+# module between the workers, and each then built the module's fixture (a training run or two:
+# test_run_insight's `runs` was built twice, 38 + 34 s); and a 50 s test could start last on one
+# worker while the other sat idle. So `-n` without a --dist (or with `--dist=load`) gets this
+# scheduler: a module that defines a module-scoped fixture is one unit of work, on one worker,
+# and the files with slow tests (`@pytest.mark.slow`: 69 tests, 82% of the suite's CPU) start
+# first, the rest filling in behind them, one unit at a time. (xdist's own `loadgroup` does not
+# group under pytest 9: it renames `item._nodeid`, which pytest 9 no longer reads.)
+# A run without -n is left as collected.
+
+@functools.cache
+def _defines_a_module_fixture(test_file: str) -> bool:
+    file = Path(__file__).resolve().parents[1] / test_file
+    return file.is_file() and 'scope="module"' in file.read_text()
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesWithFixturesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            test_file = nodeid.split("::")[0]
+            return test_file if _defines_a_module_fixture(test_file) else nodeid
+
+    config.option.loadscopereorder = False  # units in collection order: slow first, below
+    return ModulesWithFixturesTogether(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist, the order the scheduler hands out: the files with a slow test first. A
+    file's own order is kept: tests may lean on what an earlier one left in the worker (an
+    in-process W&B run leaves its service running, which the tracker fixture's run then joins;
+    started by that run itself, the service came up after the run ended, on a loaded machine)."""
+    if hasattr(config, "workerinput"):
+        slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+        items.sort(key=lambda item: item.path not in slow_files)  # stable
+
 
 REPO = Path(__file__).resolve().parents[1]
 DEBUG_RECIPE = REPO / "configs" / "debug" / "classify_tiny.yaml"
@@ -65,14 +107,115 @@ def tubelet_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "tubelet.cli", *args]
 
 
-def run_tubelet(*args: str, cwd: Path, timeout: float = 120, check: bool = True
+def run_tubelet(*args: str, cwd: Path, timeout: float = 120, check: bool = True,
+                fresh: bool = False, env: dict[str, str] | None = None
                 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(tubelet_cmd(*args), cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, env=env)
+    """`tubelet ARGS` in a process of its own (environment: `env`, else this one's), reported
+    as subprocess.run(text=True) does. The process is forked from a server that has already
+    imported torch and tubelet (tests/tools/forkserver.py; ~5 CPU-s less per command);
+    `fresh=True`, or TUBELET_TESTS_FRESH=1 for the whole suite, starts a new interpreter."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"} if env is None else env
+    proc = run_module("tubelet.cli", *args, cwd=cwd, env=env, timeout=timeout, fresh=fresh)
     if check and proc.returncode != 0:
         raise AssertionError(f"tubelet {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     return proc
+
+
+def run_module(module: str, *args: str, cwd: Path, env: dict[str, str], timeout: float,
+               fresh: bool = False) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` as subprocess.run(capture_output=True, text=True) runs it;
+    tubelet.cli and torch.distributed.run (torchrun) fork from the server (see run_tubelet)."""
+    cmd = [sys.executable, "-m", module, *args]
+    if fresh or os.environ.get("TUBELET_TESTS_FRESH") == "1" or \
+            module not in ("tubelet.cli", "torch.distributed.run"):
+        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              env=env)
+    return _FORKSERVER.run(module, list(args), cwd=cwd, env=env, timeout=timeout)
+
+
+class _ForkServer:
+    """The client of tests/tools/forkserver.py: one server per test process, started on first
+    use with the environment this process started with, ended when this process exits."""
+    SCRIPT = Path(__file__).resolve().parent / "tools" / "forkserver.py"
+
+    def __init__(self) -> None:
+        self.env = dict(os.environ)  # before any test's monkeypatch
+        self.proc: subprocess.Popen | None = None
+        self.buf = b""
+        self.child_cpu = 0.0  # CPU seconds of the commands run (not this process's rusage)
+
+    def _start(self) -> None:
+        import atexit
+        import tempfile
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([sys.executable, str(self.SCRIPT)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, bufsize=0,
+                                     env=self.env)
+        self.buf = b""
+        atexit.register(self._stop, self.proc)
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen) -> None:
+        proc.stdin.close()  # EOF: the server exits
+        proc.wait(timeout=30)  # and its CPU time counts to this process's children
+
+    def _message(self, timeout: float) -> dict:
+        import select
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 4096)
+                if not chunk:
+                    self.log.seek(0)
+                    raise RuntimeError("the fork server died:\n" + self.log.read().decode()[-3000:])
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def run(self, module: str, args: list[str], *, cwd: Path, env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess:
+        import locale
+        import tempfile
+        cmd = [sys.executable, "-m", module, *args]
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+            request = {"module": module, "args": args, "cwd": str(Path(cwd).resolve()), "env": env,
+                       "stdout": str(out), "stderr": str(err)}
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                pid = self._message(300)["pid"]  # the first waits for the server's imports
+                try:
+                    ended = self._message(timeout)
+                    code = ended["code"]
+                except TimeoutError:
+                    os.kill(pid, signal.SIGKILL)
+                    ended = self._message(60)
+                    code = None
+            except BaseException:  # out of step with the server (^C, its death): a new one
+                self.proc.kill()
+                raise
+            self.child_cpu += ended["cpu"]
+
+            def text(path: Path) -> str:  # as subprocess.run(text=True) decodes
+                data = path.read_bytes().decode(locale.getpreferredencoding(False))
+                return data.replace("\r\n", "\n").replace("\r", "\n")
+
+            stdout, stderr = text(out), text(err)
+        if code is None:
+            raise subprocess.TimeoutExpired(cmd, timeout, stdout, stderr)
+        return subprocess.CompletedProcess(cmd, code, stdout, stderr)
+
+
+# one server per process, also where this file is imported twice (as `conftest` by pytest and
+# as `tests.conftest` by a test module)
+_FORKSERVER = next((m._FORKSERVER for m in list(sys.modules.values())
+                    if getattr(m, "__file__", None) == __file__ and hasattr(m, "_FORKSERVER")),
+                   None) or _ForkServer()
 
 
 def tubelet_here(*args: str, cwd: Path, capsys) -> subprocess.CompletedProcess:

@@ -12,6 +12,7 @@ import pytest
 
 from tubelet.engine.checkpoint import load_checkpoint
 from conftest import assert_every_tensor_equal, assert_states_equal  # noqa: F401  (re-exported)
+from conftest import run_module
 
 HERE = Path(__file__).resolve().parent
 DDP_RECIPE = HERE.parents[1] / "configs" / "debug" / "ddp_tiny.yaml"
@@ -48,8 +49,10 @@ def cli_cmd(*args: str) -> list[str]:
 
 def run(cmd: list[str], *, cwd: Path, timeout: float = 120, check: bool = True
         ) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env())
+    assert cmd[:2] == [sys.executable, "-m"], cmd
+    # tubelet.cli and torchrun's agent fork from the tests' server (conftest.run_tubelet); the
+    # agent starts its workers as new interpreters
+    proc = run_module(*cmd[2:], cwd=cwd, timeout=timeout, env=env())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc
