@@ -38,3 +38,10 @@ def test_a_resume_purges_the_rows_past_its_checkpoint(tmp_path):
     log_rows(tmp_path, range(31, 61), start=30, scale=2.0)
     got = read_scalars(tmp_path / "tensorboard")
     assert got["train/loss"] == [(s, s / 8) for s in range(1, 31)] + [(s, s / 4) for s in range(31, 61)]
+
+
+def test_a_restart_before_any_checkpoint_drops_what_the_killed_run_wrote(tmp_path):
+    log_rows(tmp_path, range(1, 21))  # killed before its first checkpoint: starts over at 0
+    log_rows(tmp_path, range(1, 31), start=0, scale=2.0)
+    got = read_scalars(tmp_path / "tensorboard")
+    assert got["train/loss"] == [(s, s / 4) for s in range(1, 31)]

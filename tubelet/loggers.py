@@ -79,9 +79,10 @@ class RunLogger:
             repair_metrics(path, step=step)  # rows past `step`, a torn or foreign line: dropped
         self._jsonl = open(path, "a")
         if self.tensorboard:
-            # the rows at `step` itself belong to the checkpoint resumed from: keep them
+            # the rows at `step` itself belong to the checkpoint resumed from: keep them (at
+            # step 0, a run killed before its first checkpoint: drop all it wrote, as above)
             self._tb = _TensorBoard(self.run_dir / "tensorboard",
-                                    purge_step=(step + 1 if step else None) if repair else None)
+                                    purge_step=step + 1 if repair else None)
         if self._trackers is not None:
             self._trackers.start(step=step)  # off the training thread: returns at once
         self._eta.start(total_steps=total_steps, step=step)
