@@ -13,9 +13,9 @@ def read_scalars(folder) -> dict[str, list[tuple[int, float]]]:
             for tag in events.Tags()["scalars"]}
 
 
-def log_rows(run_dir, steps, *, start: int = 0, scale: float = 1.0) -> None:
+def log_rows(run_dir, steps, *, start: int = 0, scale: float = 1.0, repair: bool = True) -> None:
     logger = RunLogger(run_dir, tensorboard=True, progress=False)
-    logger.start(total_steps=max(steps) + 1, step=start)
+    logger.start(total_steps=max(steps) + 1, step=start, repair=repair)
     for step in steps:
         logger.log({"train/loss": step / 8 * scale, "train/lr": 0.5 ** (step % 7)}, step=step, epoch=0)
     logger.close()
@@ -45,3 +45,10 @@ def test_a_restart_before_any_checkpoint_drops_what_the_killed_run_wrote(tmp_pat
     log_rows(tmp_path, range(1, 31), start=0, scale=2.0)
     got = read_scalars(tmp_path / "tensorboard")
     assert got["train/loss"] == [(s, s / 4) for s in range(1, 31)]
+
+
+def test_appending_to_a_finished_run_keeps_every_row(tmp_path):
+    log_rows(tmp_path, range(1, 21))  # `tubelet test` adds its row at the last step, repair off
+    log_rows(tmp_path, [20], start=20, scale=2.0, repair=False)
+    got = read_scalars(tmp_path / "tensorboard")
+    assert got["train/loss"] == [(s, s / 8) for s in range(1, 21)] + [(20, 5.0)]

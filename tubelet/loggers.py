@@ -158,11 +158,13 @@ class RunLogger:
 class _TensorBoard:
     """TensorBoard's SummaryWriter driven from one background thread, in order. Its writing is
     pure Python (protobufs, and a CRC32C per record in a Python loop, ~100 us a record), and
-    every handover wakes that thread to compete for the GIL with the training thread. So rows
-    are held here and handed over at most every `HANDOVER_S` seconds (and at an image and at
-    close), and each row is one event holding all its scalars, not one
-    event per scalar. The rows' durability is metrics.jsonl's (synced with each checkpoint);
-    TensorBoard is rebuilt from `purge_step` on resume, and shows a row within seconds."""
+    every handover wakes that thread to compete for the GIL with the training thread. So each
+    row is one event holding all its scalars (not one event per scalar), and rows are held
+    here until a row is logged `HANDOVER_S` seconds or more after the last handover (that row
+    goes with them), an image is logged, or the logger closes: a run that logs less often than
+    that hands over every row at once; a fast one shows its rows 2 s late, and the last rows
+    before a long evaluation wait for its result row. The rows' durability is metrics.jsonl's
+    (synced with each checkpoint); TensorBoard is rebuilt from `purge_step` on resume."""
 
     HANDOVER_S = 2.0
 
