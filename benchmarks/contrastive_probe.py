@@ -4,6 +4,7 @@ synthetic set than the debug one (4 motion classes, --per-class train clips each
 
     python benchmarks/contrastive_probe.py [--per-class 24] [--pretrain-epochs 20] [--probe-epochs 15]
         [--frames 4 --stride 2] [--seeds 0 1 2] [--arms moco simclr]
+        [--set task.reversed_negatives=true ...]
 
 Arms: `random` (configs/debug/linprobe_tiny.yaml, no model.pretrained), `moco` and `simclr`
 (the probe with model.pretrained=<that run>). The probe is the recipe's frozen backbone +
@@ -13,6 +14,7 @@ probe's final val/acc1 over the test clips, the top-1 retrieval of a held-out cl
 view (what the objective trains for), and last the ratio of probe accuracies pretrained / random,
 per seed (each seed: its own pretraining, its own random init, its own probe runs).
 `--frames`/`--stride` set the clip of every arm alike (data and model.backbone.num_frames).
+`--set` passes recipe overrides to the pretraining runs only.
 A report script, not a test: minutes on a CPU.
 """
 from __future__ import annotations
@@ -96,7 +98,7 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, float
             pretrain = [o for o in pretrain if ".transforms2." not in o]
         tubelet("train", str(recipe), f"run.name={arm}_s{seed}", f"seed={seed}",
                 "data.batch_size=16", f"train.epochs={args.pretrain_epochs}",
-                f"model.norm={args.norm}", "train.log_interval=5", *pretrain, cwd=work)
+                f"model.norm={args.norm}", "train.log_interval=5", *pretrain, *args.set, cwd=work)
         losses = [r["train/loss"] for r in rows(work / "runs" / f"{arm}_s{seed}")
                   if "train/loss" in r]
         print(f"seed {seed} {arm} pretraining: train/loss {losses[0]:.4f} (step 5) -> "
@@ -151,6 +153,9 @@ def main() -> None:
                              "collapses on this set: the loss sits at chance from step 15)")
     parser.add_argument("--arms", nargs="*", default=["moco", "simclr"],
                         choices=["moco", "simclr"], help="the pretraining recipes to probe")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="recipe overrides for the pretraining runs, e.g. "
+                             "task.reversed_negatives=true")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="contrastive_probe_"))

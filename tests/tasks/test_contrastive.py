@@ -149,3 +149,88 @@ def test_contrastive_recipe_keys_are_validated(override, message):
     with pytest.raises(ConfigError) as err:
         validate_config(cfg, check_paths=False)
     assert message in str(err.value)
+
+
+class TimeBlind(torch.nn.Module):
+    """An encoder that sees no frame order: the mean over time, then a linear map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(3 * 4 * 4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, T, H, W) -> (N, 6)
+        return self.proj(x.mean(dim=2).flatten(1))
+
+
+def clips(n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"video": torch.randn(n, 3, 4, 4, 4, generator=g),
+            "video2": torch.randn(n, 3, 4, 4, 4, generator=g)}
+
+
+def test_reversed_negatives_add_each_clip_played_backwards_as_another_video():
+    batch = clips(3, seed=4)
+    v1, v2 = SimCLRTask(reversed_negatives=True).views(batch)
+    assert v1.shape == (6, 3, 4, 4, 4) and torch.equal(v1[:3], batch["video"])
+    for t in range(4):  # frame t of the reversed clip is frame T-1-t of the clip
+        assert torch.equal(v1[3:, :, t], batch["video"][:, :, 3 - t])
+        assert torch.equal(v2[3:, :, t], batch["video2"][:, :, 3 - t])
+    enc = TimeBlind()
+    want = reference_nt_xent(enc(v1), enc(v2), 0.2)  # 6 videos, anchor by anchor
+    got = SimCLRTask(temperature=0.2, reversed_negatives=True).loss(enc, batch)
+    assert torch.allclose(got.double(), want, rtol=1e-5)
+    with pytest.raises(ConfigError, match="reversed_negatives: needs video clips"):
+        SimCLRTask(reversed_negatives=True).loss(enc, {"video": torch.randn(2, 3, 4, 4),
+                                                       "video2": torch.randn(2, 3, 4, 4)})
+
+
+class TimeBlindMoCo(TimeBlind):
+    """The same encoder as its own momentum copy, no predictor, no queue."""
+    momentum, queue = "itself", None
+
+    def momentum_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self(x).detach()
+
+
+@pytest.mark.parametrize("kind", ["simclr", "moco"])
+def test_with_reversed_negatives_an_encoder_blind_to_frame_order_cannot_beat_ln2(kind):
+    """Each anchor's reversed positive scores exactly as its positive for a time-blind
+    encoder, so each anchor's cross-entropy is at least ln 2 whatever its weights; without
+    the reversals the same encoder gets well below that. What makes the encoder keep motion."""
+    batch = clips(4, seed=5)
+    batch["video2"] = batch["video"] + 0.01 * batch["video2"]  # near-identical views
+    t = 0.1
+    if kind == "simclr":
+        enc, plain, rev = TimeBlind(), SimCLRTask(temperature=t), \
+            SimCLRTask(temperature=t, reversed_negatives=True)
+        bound = math.log(2)
+    else:  # MoCo's loss: two cross-entropies, each times 2T
+        enc, plain, rev = TimeBlindMoCo(), MoCoTask(temperature=t), \
+            MoCoTask(temperature=t, reversed_negatives=True)
+        bound = 2 * 2 * t * math.log(2)
+    with torch.no_grad():
+        assert float(plain.loss(enc, batch)) < 0.5 * bound
+        assert float(rev.loss(enc, batch)) >= bound - 1e-6
+
+
+def test_reversed_negatives_do_not_depend_on_where_the_reversals_sit():
+    """Two ranks gather [clips_0, reversed_0, clips_1, reversed_1]; one process with the
+    whole batch has [clips_0, clips_1, reversed_0, reversed_1]. NT-Xent is a mean over
+    anchors, each against all the others, so both orders give one loss."""
+    g = torch.Generator().manual_seed(6)
+    z1, z2 = torch.randn(8, 5, generator=g), torch.randn(8, 5, generator=g)
+    order = torch.tensor([0, 1, 4, 5, 2, 3, 6, 7])
+    assert torch.allclose(nt_xent(z1, z2, temperature=0.2),
+                          nt_xent(z1[order], z2[order], temperature=0.2), rtol=1e-6)
+
+
+def test_moco_queues_the_reversed_clips_keys_too():
+    m = model(momentum_encoder=True, queue_size=16, pred_layers=2, pred_hidden_dim=8)
+    batch = {k: v.expand(-1, -1, -1, 4, 4).repeat(1, 1, 1, 4, 4)
+             for k, v in clips(2, seed=7).items()}  # (2, 3, 4, 16, 16)
+    MoCoTask(reversed_negatives=True).loss(m, batch)
+    assert int(m.queue_ptr) == 8  # 2 views x (2 clips + 2 reversed)
+    with torch.no_grad():
+        rev = m.momentum_forward(batch["video"].flip(2))
+    assert torch.allclose(m.queue[2:4], F.normalize(rev, dim=1), atol=1e-6)

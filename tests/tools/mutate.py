@@ -98,6 +98,8 @@ JUSTIFIED = (
      "a valid value, e.g. optimizer.lr: 7; the type and range checks still apply"),
     (r"^wrong_type \S*model\.in_features: \d+ -> \d+$",
      "a feature width is known only from the data file: the first step reports it"),
+    (r"^wrong_type \S+: False -> True$",
+     "a switch turned on (model.backbone.class_token: true): the other valid value of a bool"),
     (r"^wrong_type \S+: (True -> True|7 -> 7|3\.5 -> 3\.5)$",
      "the 'wrong' value drawn was the value already there: no mutation at all"),
 )

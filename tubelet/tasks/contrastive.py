@@ -18,6 +18,15 @@ model (`contrastive`, models/contrastive.py) returns embeddings; negatives come 
   `m = 1 - (1 - m0) (1 + cos(pi k / K)) / 2` at step k of K (MoCo v3 `adjust_moco_momentum`,
   per iteration), or a constant m0 (`momentum_schedule: constant`, MoCo v2).
 
+`reversed_negatives: true` (both tasks) adds each clip played backwards as one more video of the
+batch: its two views, reversed, are a positive pair, and every other clip, the clip's own forward
+views among them, is a negative. A clip and its reversal share every static cue (background,
+shapes, colours), so only the order of frames tells them apart, and the encoder has to keep
+motion, which plain instance discrimination can solve without ("static bias"). The arrow of time
+as a training signal: Jenni, Meishvili, Favaro 2020, "Video Representation Learning by
+Recognizing Temporal Transformations"; reversed clips as negatives: Jenni & Jin 2021,
+"Time-Equivariant Contrastive Video Representation Learning". It doubles the encoder's work.
+
 Evaluation reports `val/loss` with this rank's batch as the only negatives (no collective may
 run inside an eval batch: ranks hold different numbers of them) and no queue: a comparison
 between evaluations, not the training loss. Features are judged by a linear probe
@@ -78,21 +87,34 @@ def cosine_momentum(step: int, total_steps: int, base: float) -> float:
 
 
 class _TwoViewTask(Task):
-    def __init__(self, *, temperature: float, view_keys: tuple[str, str]) -> None:
+    def __init__(self, *, temperature: float, view_keys: tuple[str, str],
+                 reversed_negatives: bool) -> None:
         super().__init__()
         if not temperature > 0:
             raise ConfigError(f"temperature: must be > 0, got {temperature}")
         if len(view_keys) != 2:
             raise ConfigError(f"view_keys: expected two batch keys, got {view_keys!r}")
+        if not isinstance(reversed_negatives, bool):
+            raise ConfigError(f"reversed_negatives: expected true or false, "
+                              f"got {reversed_negatives!r}")
         self.temperature, self.view_keys = temperature, tuple(view_keys)
+        self.reversed_negatives = reversed_negatives
         self.val_loss = MeanMetric()
 
     def views(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two views, (N, C, T, H, W) each; with `reversed_negatives` (2N, C, T, H, W):
+        the N clips, then the same N played backwards (the module docstring)."""
         missing = [k for k in self.view_keys if k not in batch]
         if missing:
             raise ConfigError(f"task.view_keys: the batch has no {missing[0]!r} (keys: "
                               f"{sorted(batch)}); use a two_views dataset (docs/datasets.md)")
-        return batch[self.view_keys[0]], batch[self.view_keys[1]]
+        v1, v2 = batch[self.view_keys[0]], batch[self.view_keys[1]]
+        if not self.reversed_negatives:
+            return v1, v2
+        if v1.ndim != 5:
+            raise ConfigError(f"task.reversed_negatives: needs video clips (N, C, T, H, W), "
+                              f"got a batch of shape {tuple(v1.shape)}")
+        return torch.cat([v1, v1.flip(2)]), torch.cat([v2, v2.flip(2)])  # (2N,C,T,H,W)
 
     def compute_metrics(self) -> dict[str, float]:
         return {"loss": float(self.val_loss.compute())}
@@ -104,11 +126,14 @@ class _TwoViewTask(Task):
 @TASKS.register("simclr")
 class SimCLRTask(_TwoViewTask):
     """NT-Xent over two views with negatives from all ranks (the module docstring).
-    `temperature`: SimCLR's tau (0.1 at large batches, 0.5 at small ones in its paper)."""
+    `temperature`: SimCLR's tau (0.1 at large batches, 0.5 at small ones in its paper).
+    `reversed_negatives`: add each clip played backwards as another video."""
 
     def __init__(self, *, temperature: float = 0.1,
-                 view_keys: tuple[str, str] = ("video", "video2")) -> None:
-        super().__init__(temperature=temperature, view_keys=view_keys)
+                 view_keys: tuple[str, str] = ("video", "video2"),
+                 reversed_negatives: bool = False) -> None:
+        super().__init__(temperature=temperature, view_keys=view_keys,
+                         reversed_negatives=reversed_negatives)
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         v1, v2 = self.views(batch)
@@ -126,12 +151,16 @@ class MoCoTask(_TwoViewTask):
     """MoCo v3 (and v2 with the model's queue): the module docstring. `temperature`: MoCo v3's
     0.2 for ViT (0.1 for ResNet; MoCo v2: 0.2). `momentum`: the momentum at step 0 (MoCo v3:
     0.99 for ViT-B, 0.996 for ResNet-50 at batch 4096), raised to 1 by `momentum_schedule`
-    cosine; constant keeps it (MoCo v2: 0.999). The model needs `momentum_encoder: true`."""
+    cosine; constant keeps it (MoCo v2: 0.999). The model needs `momentum_encoder: true`.
+    `reversed_negatives`: add each clip played backwards as another video (its keys are
+    queued too)."""
 
     def __init__(self, *, temperature: float = 0.2, momentum: float = 0.99,
                  momentum_schedule: str = "cosine",
-                 view_keys: tuple[str, str] = ("video", "video2")) -> None:
-        super().__init__(temperature=temperature, view_keys=view_keys)
+                 view_keys: tuple[str, str] = ("video", "video2"),
+                 reversed_negatives: bool = False) -> None:
+        super().__init__(temperature=temperature, view_keys=view_keys,
+                         reversed_negatives=reversed_negatives)
         if not 0.0 <= momentum < 1.0:
             raise ConfigError(f"momentum: must be in [0, 1), got {momentum}")
         if momentum_schedule not in MOMENTUM_SCHEDULES:
