@@ -11,7 +11,8 @@ Arms: `random` (configs/debug/linprobe_tiny.yaml, no model.pretrained), `moco` a
 BatchNorm1d(affine=False) + linear head, with AdamW at lr 0.01 instead of LARS (LARS's trust
 ratio is made for huge batches). Prints the pretraining loss (first and last logged), each
 probe's final val/acc1 over the test clips, the top-1 retrieval of a held-out clip's other
-view (what the objective trains for), and last the ratio of probe accuracies pretrained / random,
+view (what the objective trains for) and how often that view is nearer than its own reversal
+(what `task.reversed_negatives` trains for), and last the ratio of probe accuracies pretrained / random,
 per seed (each seed: its own pretraining, its own random init, its own probe runs).
 `--frames`/`--stride` set the clip of every arm alike (data and model.backbone.num_frames).
 `--set` passes recipe overrides to the pretraining runs only.
@@ -43,11 +44,13 @@ def rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def retrieval(run_dir: Path, *, pretrained: bool) -> float:
-    """Top-1 instance retrieval on the held-out clips: for each test video's first view, is
-    its own second view (other time, other crop) the nearest of all second views, in the
-    backbone's pooled features? What instance discrimination trains for; chance 1/#videos."""
+def retrieval(run_dir: Path, *, pretrained: bool) -> tuple[float, float]:
+    """On the held-out clips, in the backbone's pooled features: (top-1 instance retrieval: is
+    a test video's second view the nearest of all second views to its first view, chance
+    1/#videos; the share of videos whose first view is nearer its second view than to that
+    view played backwards, chance 1/2: what time-reversed negatives train for)."""
     import torch
+    import torch.nn.functional as F
 
     sys.path.insert(0, str(REPO))
     from tubelet.build import build_dataset, build_model, schema
@@ -64,10 +67,11 @@ def retrieval(run_dir: Path, *, pretrained: bool) -> float:
     model.eval()
     with torch.no_grad():
         items = [data[(i, 0)] for i in range(len(data))]
-        f1 = model.features(torch.stack([x["video"] for x in items]))
-        f2 = model.features(torch.stack([x["video2"] for x in items]))
-    sim = torch.nn.functional.normalize(f1, dim=1) @ torch.nn.functional.normalize(f2, dim=1).T
-    return float((sim.argmax(dim=1) == torch.arange(len(items))).float().mean())
+        v1, v2 = (torch.stack([x[k] for x in items]) for k in ("video", "video2"))
+        f1, f2, back = (F.normalize(model.features(v), dim=1) for v in (v1, v2, v2.flip(2)))
+    top1 = (f1 @ f2.T).argmax(dim=1) == torch.arange(len(items))
+    order = (f1 * f2).sum(1) > (f1 * back).sum(1)
+    return float(top1.float().mean()), float(order.float().mean())
 
 
 def geometry(args: argparse.Namespace) -> tuple[list[str], list[str]]:
@@ -123,10 +127,10 @@ def one_seed(seed: int, args: argparse.Namespace, work: Path) -> dict[str, float
               flush=True)
     for arm in args.arms:
         run_dir = work / "runs" / f"{arm}_s{seed}"
+        (top1, order), (top1_0, order_0) = (retrieval(run_dir, pretrained=p) for p in (True, False))
         print(f"seed {seed} {arm}: top-1 retrieval of a held-out clip's other view: pretrained "
-              f"{retrieval(run_dir, pretrained=True):.4f}, random init "
-              f"{retrieval(run_dir, pretrained=False):.4f} (chance {1 / test_clips:.4f})",
-              flush=True)
+              f"{top1:.4f}, random init {top1_0:.4f} (chance {1 / test_clips:.4f}); other view "
+              f"nearer than its reversal: {order:.4f} vs {order_0:.4f} (chance 0.5)", flush=True)
     return acc
 
 
