@@ -180,9 +180,10 @@ def test_reversed_negatives_add_each_clip_played_backwards_as_another_video():
     want = reference_nt_xent(enc(v1), enc(v2), 0.2)  # 6 videos, anchor by anchor
     got = SimCLRTask(temperature=0.2, reversed_negatives=True).loss(enc, batch)
     assert torch.allclose(got.double(), want, rtol=1e-5)
-    with pytest.raises(ConfigError, match="reversed_negatives: needs video clips"):
-        SimCLRTask(reversed_negatives=True).loss(enc, {"video": torch.randn(2, 3, 4, 4),
-                                                       "video2": torch.randn(2, 3, 4, 4)})
+    for shape in ((2, 3, 4, 4), (2, 3, 1, 4, 4)):  # images; one frame reads the same backwards
+        with pytest.raises(ConfigError, match="reversed_negatives: needs video clips"):
+            SimCLRTask(reversed_negatives=True).loss(enc, {"video": torch.randn(shape),
+                                                           "video2": torch.randn(shape)})
 
 
 class TimeBlindMoCo(TimeBlind):

@@ -111,9 +111,9 @@ class _TwoViewTask(Task):
         v1, v2 = batch[self.view_keys[0]], batch[self.view_keys[1]]
         if not self.reversed_negatives:
             return v1, v2
-        if v1.ndim != 5:
-            raise ConfigError(f"task.reversed_negatives: needs video clips (N, C, T, H, W), "
-                              f"got a batch of shape {tuple(v1.shape)}")
+        if v1.ndim != 5 or v1.shape[2] < 2:  # one frame reads the same backwards
+            raise ConfigError(f"task.reversed_negatives: needs video clips (N, C, T, H, W) "
+                              f"of 2 or more frames, got a batch of shape {tuple(v1.shape)}")
         return torch.cat([v1, v1.flip(2)]), torch.cat([v2, v2.flip(2)])  # (2N,C,T,H,W)
 
     def compute_metrics(self) -> dict[str, float]:
