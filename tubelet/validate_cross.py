@@ -59,6 +59,11 @@ def check_cross(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
     if (cfg.get("train") or {}).get("early_stop") is not None and not data.get("val"):
         raise ConfigError("train.early_stop: needs data.val to evaluate train.best_metric")
     _check_test(cfg.get("train") or {}, data)
+    if cfg["task"].get("reversed_negatives") is True:  # clips played backwards need a time axis
+        shape = input_shape(cfg, schema)
+        if shape is not None and (len(shape) != 5 or shape[2] < 2):
+            raise ConfigError(f"task.reversed_negatives: needs video clips of 2 or more frames; "
+                              f"data.train gives batches of shape {shape}")
 
 
 def input_shape(cfg: dict[str, Any], schema: dict[str, Any]) -> tuple[int, ...] | None:

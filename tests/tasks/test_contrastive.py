@@ -136,6 +136,11 @@ def test_pretrained_loads_the_online_backbone_not_the_momentum_copy(tmp_path):
     ({"task": {"temperature": 0}}, "task.temperature: must be > 0"),
     ({"task": {"momentum_schedule": "cosin"}}, "did you mean 'cosine'"),
     ({"data": {"train": {"dataset": {"num_frams": 4}}}}, "data.train.dataset.num_frams: unknown key"),
+    ({"task": {"reversed_negatives": 1}}, "task.reversed_negatives: expected bool"),
+    ({"task": {"reversed_negatives": True}, "data": {"train": {"dataset": {"num_frames": 1}}},
+      "model": {"backbone": {"num_frames": 1, "tubelet_size": 1}}},
+     "task.reversed_negatives: needs video clips of 2 or more frames; data.train gives "
+     "batches of shape (2, 3, 1, 16, 16)"),
 ])
 def test_contrastive_recipe_keys_are_validated(override, message):
     from tubelet.build import validate_config

@@ -153,7 +153,7 @@ class MoCoTask(_TwoViewTask):
     0.99 for ViT-B, 0.996 for ResNet-50 at batch 4096), raised to 1 by `momentum_schedule`
     cosine; constant keeps it (MoCo v2: 0.999). The model needs `momentum_encoder: true`.
     `reversed_negatives`: add each clip played backwards as another video (its keys are
-    queued too)."""
+    queued too; measured to help SimCLR, not MoCo: docs/benchmarks.md)."""
 
     def __init__(self, *, temperature: float = 0.2, momentum: float = 0.99,
                  momentum_schedule: str = "cosine",
