@@ -1,7 +1,10 @@
 """What tubelet's loop costs per step, paired inside one run: Trainer.fit trains while a hook,
 every `--block` steps, times that block and then runs the same number of steps of each
-baseline (a raw loop and, when `lightning` is installed, Fabric) on their own copies of the
-model, optimizer and data. Every block of every side starts after a `gc.collect()`, in the same
+baseline (a raw loop and, when `lightning` is installed, Fabric) on the Trainer's own model
+and optimizer objects, each through its own loader over the same dataset. So every side runs
+the same kernels over the same memory: only the loop around them differs (separate copies
+put each side's tensors elsewhere in memory, which moved the paired medians by +-50 us/step
+from run to run). Every block of every side starts after a `gc.collect()`, in the same
 process, heap and threads, so the per-block differences are paired; the median over `--blocks`
 is printed last.
 
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +93,11 @@ class Paired(Hook):
     """After every `block` steps: record tubelet's block, then run each baseline
     for `block` steps (their order alternating by block), each after a gc.collect()."""
 
-    def __init__(self, baselines: dict[str, Callable[[int], None]], *, block: int) -> None:
-        self.baselines, self.block = baselines, block
-        self.got: dict[str, list[Now]] = {"tubelet": [], **{k: [] for k in baselines}}
+    def __init__(self, make_baselines: Callable[[Any], dict[str, Callable[[int], None]]],
+                 names: list[str], *, block: int) -> None:
+        self.make_baselines, self.block = make_baselines, block
+        self.baselines: dict[str, Callable[[int], None]] = {}
+        self.got: dict[str, list[Now]] = {"tubelet": [], **{k: [] for k in names}}
         self._resumed: Now | None = None
         self.redraw = 0.0
 
@@ -101,8 +106,12 @@ class Paired(Hook):
             return  # the first block is the warm-up: first-call allocations, lazy imports
         if self._resumed is not None:
             self.got["tubelet"].append(_per_step(self._resumed, self.block))
-        else:  # after the warm-up: what exists now is never garbage, and a collection
-            gc.freeze()  # between blocks then takes ~1 ms instead of ~100 (380k objects)
+        else:  # after the warm-up: the baselines on the Trainer's model and optimizer
+            self.baselines = self.make_baselines(trainer)
+            for run_block in self.baselines.values():
+                run_block(self.block)  # their warm-up: first-call allocations, lazy imports
+            # what exists now is never garbage, and a collection between blocks then takes
+            gc.freeze()  # ~1 ms instead of ~100 (380k objects)
         order = list(self.baselines.items())
         for name, run in order if len(self.got["tubelet"]) % 2 else order[::-1]:
             gc.collect()
@@ -137,12 +146,11 @@ def raw_steps(model, optimizer, loader, *, clip: float | None, lr_at) -> Callabl
     return run
 
 
-def fabric_steps(make_model, make_optimizer, loader, *, clip, lr_at) -> Callable[[int], None]:
+def fabric_steps(model, optimizer, loader, *, clip, lr_at) -> Callable[[int], None]:
     """The hand-written loop under Lightning Fabric (no logger, no progress bar)."""
     from lightning.fabric import Fabric
     fabric = Fabric(accelerator="cpu", devices=1)
-    model = make_model()
-    model, optimizer = fabric.setup(model, make_optimizer(model))
+    model, optimizer = fabric.setup(model, optimizer)
     batches, step = _cycle(fabric.setup_dataloaders(loader, use_distributed_sampler=False)), [0]
     model.train()
 
@@ -191,18 +199,16 @@ def redraw_cost(logger: RunLogger) -> float:
 def run(args: argparse.Namespace, run_dir: Path) -> Paired:
     steps = (args.blocks + 1) * args.block
     make_model, make_optimizer, dataset, batch, clip, lr_at = setup(args.model, steps)
-    baselines = {}
-    for name in ["raw"] + (["fabric"] if args.fabric else []):
-        loader = make_loader(dataset, batch)[0]
-        if name == "raw":
-            model = make_model()
-            model.train()
-            baselines[name] = raw_steps(model, make_optimizer(model), loader, clip=clip, lr_at=lr_at)
-        else:
-            baselines[name] = fabric_steps(make_model, make_optimizer, loader, clip=clip, lr_at=lr_at)
+    names = ["raw"] + (["fabric"] if args.fabric else [])
+    kinds = {"raw": raw_steps, "fabric": fabric_steps}
+
+    def make_baselines(trainer) -> dict[str, Callable[[int], None]]:
+        return {name: kinds[name](trainer.model, trainer.optimizer, make_loader(dataset, batch)[0],
+                                  clip=clip, lr_at=lr_at) for name in names}
+
     model = make_model()
     loader, sampler = make_loader(dataset, batch)
-    paired = Paired(baselines, block=args.block)
+    paired = Paired(make_baselines, names, block=args.block)
     logger = RunLogger(run_dir, tensorboard=args.tensorboard, progress=args.progress)
     trainer = Trainer(model=model, task=ClassificationTask(bench.NUM_CLASSES), train_loader=loader,
                       optimizer=make_optimizer(model), train_sampler=sampler, val_loader=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import math
 import os
 import sys
 import time
@@ -55,6 +56,8 @@ class RunLogger:
     """Writes scalars to metrics.jsonl, TensorBoard and the trackers (`trackers`: a
     tubelet.trackers.TrackerGroup, or None) and drives the console display."""
 
+    TEXT_EVERY_S = 0.5  # the bar's loss/lr text changes at most this often (its redraw period)
+
     def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True,
                  progress: bool | None = None, trackers: Any = None) -> None:
         self.enabled, self.tensorboard = enabled, tensorboard
@@ -65,7 +68,9 @@ class RunLogger:
         self._progress = _RichProgress() if (enabled and use_rich) else None
         self._eta = _Eta()
         self._advanced = 0.0  # when the bar last moved (monotonic seconds)
-        self._shown_epoch = ""  # the epoch the bar shows
+        self._shown_epoch = -1  # the epoch the bar shows (0-based)
+        self._texted = -math.inf  # when the bar's loss/lr text last changed (monotonic seconds)
+        self._untold: tuple[int, int, dict[str, float]] | None = None  # newer, not yet shown
 
     def start(self, *, total_steps: int, step: int, repair: bool = True) -> None:
         """Open the sinks at `step`. A resumed run first drops what a killed run logged after
@@ -94,7 +99,7 @@ class RunLogger:
             return
         record = {"step": step, "epoch": epoch, **metrics}
         self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        self._jsonl.flush()  # each row at once for a live reader (`tubelet report`, tail -f)
         if self._tb is not None:
             self._tb.scalars({k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                              step=step)
@@ -121,12 +126,12 @@ class RunLogger:
         at most every 0.1 s (and at the last step and a new epoch): its update takes a lock
         and recomputes the task's speed, tens of microseconds a step on a fast loop."""
         if self._progress:
-            now, shown = time.monotonic(), f"{epoch + 1}/{epochs}"
+            now = time.monotonic()
             if (now - self._advanced < 0.1 and step < self._eta.total_steps
-                    and shown == self._shown_epoch):
+                    and epoch == self._shown_epoch):
                 return
-            self._advanced, self._shown_epoch = now, shown
-            self._progress.advance(step=step, epoch=shown)
+            self._advanced, self._shown_epoch = now, epoch
+            self._progress.advance(step=step, epoch=f"{epoch + 1}/{epochs}")
 
     def progress(self, *, step: int, epoch: int, fields: dict[str, float],
                  epochs: int | None = None) -> None:
@@ -134,8 +139,12 @@ class RunLogger:
         the ETA. `epoch` is the 0-based counter; every display shows it 1-based."""
         if not self.enabled:
             return
-        if self._progress:
-            self._progress.update(step=step, epoch=epoch, fields=fields)
+        if self._progress:  # rich redraws at 2 Hz: a newer text sooner would not be seen
+            now = time.monotonic()
+            self._untold = (step, epoch, fields)
+            if now - self._texted >= self.TEXT_EVERY_S:
+                self._texted, self._untold = now, None
+                self._progress.update(step=step, epoch=epoch, fields=fields)
             return
         text = " ".join(f"{k}={_fmt(v)}" for k, v in fields.items())
         share = _data_share(fields)
@@ -145,6 +154,9 @@ class RunLogger:
 
     def close(self) -> None:
         if self._progress:
+            if self._untold:  # the run's last figures stay on the screen
+                step, epoch, fields = self._untold
+                self._progress.update(step=step, epoch=epoch, fields=fields)
             self._progress.stop()
         if self._jsonl:
             self._jsonl.close()

@@ -39,11 +39,13 @@ def _equal(a, b) -> bool:
                                         else _equal(a[k], b[k]) for k in a)
 
 
-def _poison(trainer, *, grad_at: int | None = None, loss_at: int | None = None) -> None:
-    """NaN in one gradient (the loss finite) at optimizer step `grad_at`, in the loss at
+def _poison(trainer, *, grad_at: int | set[int] | None = None,
+            loss_at: int | None = None) -> None:
+    """NaN in one gradient (the loss finite) at optimizer step(s) `grad_at`, in the loss at
     `loss_at`."""
+    bad = grad_at if isinstance(grad_at, set) else {grad_at}
     trainer.model.head.weight.register_hook(
-        lambda g: g * math.nan if trainer.step == grad_at else g)
+        lambda g: g * math.nan if trainer.step in bad else g)
     loss = trainer.task.loss
     trainer.task.loss = lambda model, batch: loss(model, batch) * (
         math.nan if trainer.step == loss_at else 1.0)
@@ -87,3 +89,28 @@ def test_stop_policy_raises_at_the_next_read_and_saves_nothing_after(tmp_path, t
         t.fit()
     saved = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*.pt"))
     assert saved == ["step_00000002.pt"]  # the save at step 4 read the flag first
+
+
+@pytest.mark.parametrize("host_read", [True, False], ids=["cpu-skips-the-call", "found_inf"])
+def test_skip_counts_steps_in_a_row_and_a_finite_step_resets_it(tmp_path, tiny_data_root,
+                                                                capfd, host_read):
+    """`skip` with nan_skip_limit 2: bad steps 1, 2, then 4 pass (the finite step 3 ends the
+    run of two); bad steps 1, 2, 3 are one too many."""
+    def run(bad: set[int], name: str):
+        t = trainer_for(tmp_path / name, tiny_data_root, "train.nan_guard=skip",
+                        "train.nan_skip_limit=2", "data.val=null", "train.log_interval=100",
+                        "train.clip_grad=null", "train.epochs=1")
+        t.nan_check.host_readable = host_read
+        _poison(t, grad_at=bad)
+        t.fit()
+        return t
+
+    assert run({1, 2, 4}, "ok").step == 6
+    err = capfd.readouterr().err
+    for step, in_a_row in ((1, 1), (2, 2), (4, 1)):
+        assert f"non-finite gradient norm at step {step}: update skipped on all ranks " \
+               f"({in_a_row} in a row)" in err, err[-2000:]
+    with pytest.raises(NonFiniteError, match="3 non-finite steps in a row, more than "
+                                             "train.nan_skip_limit=2; the last: non-finite "
+                                             "gradient norm at step 3"):
+        run({1, 2, 3}, "over")

@@ -187,9 +187,12 @@ class StepGuard:
 
     def check_host_only(self) -> None:
         """One process, NaN check on the device (engine/nan_check.py): agree on the stop
-        signal and the bad-file limit without touching the device."""
-        self._agree_stop(self.signals.level)
-        self.agree_bad_data(self._bad_data_flag())
+        signal and the bad-file limit without touching the device. Per step: two reads when
+        neither happened."""
+        if self.signals.received is not None:  # once received, a signal is never withdrawn
+            self._agree_stop(self.signals.level)
+        if self.bad_data and self._bad_data_flag():
+            self.agree_bad_data(1.0)
 
     def agree(self, code: torch.Tensor) -> torch.Tensor:
         """Several ranks, NaN check on the device: this rank's verdict `code` (0-dim: 2 its

@@ -98,6 +98,12 @@ class Trainer:
                           else None)
         self._autocast = (contextlib.nullcontext if self.amp_dtype is None else
                           lambda: torch.autocast(device.type, dtype=self.amp_dtype))
+        # train_step's fast path: nothing to autocast, scale or accumulate
+        self._plain = self.amp_dtype is None and accum_steps == 1
+        self._move_batches = device.type != "cpu"
+        # the task's per-step callback, when it has one (MoCo's momentum update)
+        self._task_after_step = (task.after_step if type(task).after_step is not Task.after_step
+                                 else None)
         self._params: list[nn.Parameter] | None = None  # trainable, cached at the first step
         self._no_sync = getattr(model, "no_sync", None)  # DDP's; looked up once, not per step
         # rank 0 writes the checkpoints; in the background the loop waits only for the copy.
@@ -169,7 +175,9 @@ class Trainer:
                     self._meters.compute_done(stepped=stepped)
                     if not stepped:
                         continue
-                    self.task.after_step(self.model, step=self.step, total_steps=self.total_steps)
+                    if self._task_after_step:
+                        self._task_after_step(self.model, step=self.step,
+                                              total_steps=self.total_steps)
                     for hook in self.hooks:
                         hook.after_step(self)
                     if self._profiler and self._profiler.at_step(self.step):
@@ -207,16 +215,23 @@ class Trainer:
     def train_step(self, batch: dict[str, Any]) -> bool:
         """Forward and backward one micro-batch; step the optimizer when accumulation is
         complete. Returns whether the optimizer stepped."""
-        batch = self.to_device(batch)
+        if self._move_batches:  # the loader's tensors are on the CPU
+            batch = to_device(batch, self.device)
         self.batch_in_epoch += 1
         boundary = self.batch_in_epoch % self.accum_steps == 0
-        # DDP's no_sync skips the gradient all-reduce on micro-batches that do not step.
-        no_sync = self._no_sync
-        with (no_sync() if no_sync and not boundary else contextlib.nullcontext()):
-            with self._autocast():
-                loss = self.task.loss(self.model, batch)
-            # loss / 1 is loss exactly: skip the op when not accumulating
-            self.scaler.scale(loss / self.accum_steps if self.accum_steps > 1 else loss).backward()
+        # Every Python call between the model's kernels costs microseconds (cold caches): the
+        # common case, fp32 with a step per micro-batch, enters no context and scales nothing.
+        if self._plain:
+            loss = self.task.loss(self.model, batch)
+            loss.backward()
+        else:  # DDP's no_sync skips the gradient all-reduce on micro-batches that do not step
+            no_sync = self._no_sync if self._no_sync and not boundary else contextlib.nullcontext
+            with no_sync():
+                with self._autocast():
+                    loss = self.task.loss(self.model, batch)
+                # loss / 1 is loss exactly: skip the op when not accumulating
+                loss_scaled = loss / self.accum_steps if self.accum_steps > 1 else loss
+                self.scaler.scale(loss_scaled).backward()
         loss = loss.detach()
         if loss.dtype != torch.float32:  # a call, even a no-op one, costs a dispatch
             loss = loss.float()
@@ -254,20 +269,20 @@ class Trainer:
         """Clip, check and step with no device sync: a non-finite loss or gradient sets the
         optimizer's `found_inf` on the device and the update is skipped there (on every
         rank alike); the guard reports it at the next log (`settle_nan_check`)."""
-        params = self._trainable()
+        params = self._params or self._trainable()
         if self.clip_grad is not None:  # the norm clipping computes says it all
             norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))
             self._meters.grad_norm = norm
             grads = [norm]
         else:
             grads = [g for p in params if (g := p.grad) is not None]
-        found = self.nan_check.check(step=self.step, loss=self._step_loss, grads=grads)
         if self.nan_check.host_readable:
             # one CPU process: reading the flag costs nothing, and not calling step() skips
             # the fused kernels' found_inf bookkeeping (a kernel per group per step)
-            if not found.item():
+            if self.nan_check.check_now(step=self.step, loss=self._step_loss, grads=grads):
                 self.optimizer.step()
         else:
+            found = self.nan_check.check(step=self.step, loss=self._step_loss, grads=grads)
             self.optimizer.found_inf = found
             try:
                 self.optimizer.step()
@@ -324,11 +339,6 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------ pieces of the loop
-    def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
-        if self.device.type == "cpu":  # the loader's tensors are on the CPU: nothing to move
-            return batch
-        return to_device(batch, self.device)
-
     def log_train(self) -> None:
         """The only place a training step syncs with the device: every `log_interval` steps."""
         self.settle_nan_check()
