@@ -268,7 +268,8 @@ class Trainer:
     def _device_checked_update(self) -> None:
         """Clip, check and step with no device sync: a non-finite loss or gradient sets the
         optimizer's `found_inf` on the device and the update is skipped there (on every
-        rank alike); the guard reports it at the next log (`settle_nan_check`)."""
+        rank alike); the guard reports it at the next log (`settle_nan_check`), or at once on
+        one CPU process."""
         params = self._params or self._trainable()
         if self.clip_grad is not None:  # the norm clipping computes says it all
             norm = parallel.full_tensor(nn.utils.clip_grad_norm_(params, self.clip_grad))

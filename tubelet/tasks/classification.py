@@ -48,7 +48,9 @@ class ClassificationTask(Task):
         logits = model(video)  # (B, C, T, H, W) -> (B, num_classes)
         if target.ndim == 2:
             return soft_target_cross_entropy(logits, target)
-        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+        if logits.dtype != torch.float32:  # autocast's bf16/fp16 logits; a no-op call costs too
+            logits = logits.float()
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     @torch.no_grad()
     def eval_step(self, model: nn.Module, batch: dict[str, Any]) -> None:
