@@ -89,3 +89,17 @@ def test_fit_advances_the_bar_on_every_step_between_log_lines(tmp_path, tiny_dat
     assert trainer.logger._progress._bar.tasks[0].completed == steps
     lines = (tmp_path / "run" / "log.txt").read_text()
     assert "eval epoch 2/2 step 12:" in lines and "eval epoch 1/2 step 6:" in lines
+
+
+def test_the_bar_text_changes_at_most_twice_a_second_and_ends_on_the_last_figures(tmp_path):
+    """rich redraws at 2 Hz: a text newer than that is held, and drawn at the latest at close."""
+    setup_text_log(None)
+    logger = RunLogger(tmp_path, tensorboard=False, progress=True)
+    logger.start(total_steps=100, step=0)
+    task = logger._progress._bar.tasks[0]
+    logger.progress(step=10, epoch=0, fields=FIELDS, epochs=1)
+    logger.progress(step=20, epoch=0, fields={**FIELDS, "loss": 1.5}, epochs=1)
+    assert task.fields["text"].startswith("loss 2 ")  # the second within 0.5 s: held
+    logger.progress(step=30, epoch=0, fields={**FIELDS, "loss": 1.25}, epochs=1)
+    logger.close()
+    assert task.fields["text"].startswith("loss 1.25 ") and task.completed == 30

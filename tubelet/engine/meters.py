@@ -1,11 +1,10 @@
 """Training meters kept on the device, so a step needs no GPU->CPU sync between log lines."""
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import math
 import struct
+import time
+from typing import Any
 
 import torch
 
@@ -25,7 +24,7 @@ def _to_float32(x: float) -> float:
 
 
 class Meters:
-    """Loss, step time and data time, summed on the device and read only at log intervals."""
+    """Loss, step time and data time, kept on the device and read only at log intervals."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
