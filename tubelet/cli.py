@@ -340,5 +340,25 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def entry() -> None:
+    """The `tubelet` command and `python -m tubelet.cli`: main(), then the exit. A rank of a
+    process group ends through tubelet.distributed.exit_process, which skips finalization."""
+    try:
+        code = main()
+    except Exception:
+        if not _joined_group():
+            raise
+        sys.excepthook(*sys.exc_info())  # what an uncaught error prints; it exits 1
+        code = 1
+    if _joined_group():
+        sys.modules["tubelet.distributed"].exit_process(code)
+    sys.exit(code)
+
+
+def _joined_group() -> bool:
+    dist = sys.modules.get("tubelet.distributed")  # not imported: no torch, no group
+    return dist is not None and dist.joined()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

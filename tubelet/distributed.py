@@ -7,11 +7,14 @@ and the first host of SLURM_NODELIST, so `srun tubelet train ...` needs no wrapp
 """
 from __future__ import annotations
 
+import atexit
 import datetime
 import logging
 import os
 import re
-from typing import Any
+import sys
+import threading
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -20,6 +23,7 @@ from tubelet.registry import ConfigError
 
 log = logging.getLogger("tubelet")
 BACKENDS = ("auto", "nccl", "gloo")
+_joined = False  # this process joined a process group (its backend's threads may still run)
 
 
 def is_initialized() -> bool:
@@ -92,6 +96,8 @@ def init_distributed(*, device: torch.device, backend: str = "auto",
                                 rank=int(os.environ["RANK"]),
                                 world_size=int(os.environ["WORLD_SIZE"]),
                                 device_id=device if name == "nccl" else None)
+        global _joined
+        _joined = True
         log.info("process group: %s, rank %d of %d", name, get_rank(), get_world_size())
     return device
 
@@ -118,6 +124,31 @@ def _restart_store(timeout: datetime.timedelta) -> dist.Store | None:
 def shutdown() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+def joined() -> bool:
+    """Whether this process joined a process group (and may still run its backend's threads)."""
+    return _joined
+
+
+def exit_process(code: int) -> NoReturn:
+    """End a process that joined a process group with `code`, without the interpreter's
+    finalization: gloo's worker threads outlive destroy_process_group while
+    anything still holds the group (FSDP2's device mesh does), and one that lets go of a
+    Python-owned tensor of a finished collective after finalization began takes the GIL and
+    aborts the process ("terminate called without an active exception", exit -6) after a run
+    that succeeded (pytorch#190489; a core dump showed ~AsyncBroadcastWork in ProcessGroupGloo's
+    runLoop, 1 FSDP2 run in ~40 under load). What an exit does first still runs, in its order:
+    non-daemon threads finish (a checkpoint commit), then atexit handlers (logging, run dir,
+    trackers), then the streams are flushed."""
+    threading._shutdown()  # noqa: SLF001 - what Py_FinalizeEx runs first
+    atexit._run_exitfuncs()  # noqa: SLF001 - and second
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said
+            pass
+    os._exit(code)
 
 
 def check_same(value: str, *, what: str) -> None:

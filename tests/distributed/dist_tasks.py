@@ -12,7 +12,8 @@ from torch import nn
 from torchmetrics import SumMetric
 
 from tubelet import distributed as dist
-from tubelet.registry import TASKS
+from tubelet.engine.hooks import Hook
+from tubelet.registry import HOOKS, TASKS
 from tubelet.tasks.classification import ClassificationTask
 from tubelet.tasks.mae_pretrain import MAEPretrainTask, unwrap as mae_unwrap
 
@@ -99,3 +100,33 @@ class SlowEvalClassification(ClassificationTask):
             Path(self.stamp_file).write_text(str(time.time()))
         time.sleep(self.eval_sleep)
         super().eval_step(model, batch)
+
+
+_HELD: list[Any] = []  # the group, held past destroy_process_group as FSDP2's device mesh holds it
+
+
+class _SlowFinalizer:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __del__(self) -> None:
+        time.sleep(self.seconds)  # lets go of the GIL, and takes it back `seconds` later
+
+
+@HOOKS.register("collective_in_flight")
+class CollectiveInFlight(Hook):
+    """After training, each rank leaves a gloo all-reduce in flight with the group held: its
+    work and its Python tensor are dropped at once, so gloo's worker thread lets go of the
+    tensor's Python object, and runs its finalizer, which takes the GIL back `sleep_s` later.
+    By then the process is at its exit. An exit through the interpreter's finalization
+    aborts at that point; the race a worker thread delayed by load ran into (pytorch#190489)."""
+
+    def __init__(self, sleep_s: float = 1.0) -> None:
+        self.sleep_s = sleep_s
+
+    def after_train(self, trainer: Any) -> None:
+        import torch.distributed as torch_dist
+        _HELD.append(torch_dist.group.WORLD)
+        tensor = torch.ones(1000)
+        tensor.finalizer = _SlowFinalizer(self.sleep_s)
+        torch_dist.all_reduce(tensor, async_op=True)
