@@ -70,6 +70,17 @@ def value_kind(value: Any) -> str:
     return kind
 
 
+def not_a_node(value: Any, *, key: str) -> ConfigError:
+    """The error for a `{type: name, ...}` node that is not one. `{type:ema}` (no space after
+    the colon, easy to type in an override) is YAML for the mapping {"type:ema": null}."""
+    glued = [k for k in value if isinstance(k, str) and k.startswith("type:")] \
+        if isinstance(value, dict) else []
+    if glued:
+        return ConfigError(f"{key}: {glued[0]!r} is one key; put a space after the colon: "
+                           f"{{type: {glued[0][5:].strip()}}}")
+    return ConfigError(f"{key}: expected a mapping with a 'type' key, got {value_kind(value)}")
+
+
 def Min(lo: float) -> Range:  # noqa: N802 - reads as a type annotation
     return Range(lo=lo)
 
@@ -142,7 +153,7 @@ def check_kwargs(target: Callable[..., Any], kwargs: Iterable[str], *, key: str,
 def validate(node: Any, registry: Registry, *, key: str, runtime: Iterable[str] = ()) -> None:
     """Validate one `{type: name, **kwargs}` node without building it."""
     if not isinstance(node, dict) or "type" not in node:
-        raise ConfigError(f"{key}: expected a mapping with a 'type' key, got {node!r}")
+        raise not_a_node(node, key=key)
     target = registry.get(node["type"], key=f"{key}.type")
     check_kwargs(target, [k for k in node if k != "type"], key=key, runtime=runtime)
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from tubelet import trackers
 from tubelet.rundir import RESUME_MODES
-from tubelet.registry import ConfigError, Gt, Min, OneOf, Range, did_you_mean, value_kind
+from tubelet.registry import (ConfigError, Gt, Min, OneOf, Range, did_you_mean, not_a_node,
+                              value_kind)
 from tubelet.validate_schema import Spec
 from tubelet.validate_switches import MODEL_BUILDER_KEYS, check_switches
 
@@ -122,8 +123,7 @@ class _Check:
     def node(self, value: Any, kind: str, key: str, *, device_transforms: bool = False) -> None:
         """One `{type: name, **kwargs}` node of registry `kind`."""
         if not isinstance(value, dict) or "type" not in value:
-            raise ConfigError(f"{key}: expected a mapping with a 'type' key, got "
-                              f"{value_kind(value)}")
+            raise not_a_node(value, key=key)
         name, entries = value["type"], self.registries[kind]
         if not isinstance(name, str) or name not in entries:
             raise ConfigError(f"{key}.type: unknown {kind} {_short(name)}"

@@ -44,6 +44,8 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
      "data.train.num_frames: clips of 16 frames, but model.num_frames is 8"),
     ("quickstart.yaml", ["hooks=[{type: ema, decai: 0.9}]"],
      "hooks[0].decai: unknown key; did you mean 'decay'?"),
+    ("quickstart.yaml", ["hooks=[{type:ema}]"],  # YAML's {"type:ema": null}
+     "hooks[0]: 'type:ema' is one key; put a space after the colon: {type: ema}"),
     ("quickstart.yaml", ["data.train.backend=pyva"],
      "data.train.backend: unknown 'pyva'; choose one of ['pyav', 'torchcodec', 'decord']; "
      "did you mean 'pyav'?"),

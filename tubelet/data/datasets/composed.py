@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from tubelet.data.seeding import sample_generator, split_key, with_index
-from tubelet.registry import DATASETS, TRANSFORMS, ConfigError, build, validate
+from tubelet.registry import DATASETS, TRANSFORMS, ConfigError, build, not_a_node, validate
 
 
 def build_child(node: Any, *, key: str, transform: Callable[..., torch.Tensor] | None,
@@ -28,7 +28,7 @@ def build_child(node: Any, *, key: str, transform: Callable[..., torch.Tensor] |
     """Build one child `{type: ..., transforms: [...], ...}` node, its errors under `key`."""
     from tubelet.data.transforms import Compose
     if not isinstance(node, dict):
-        raise ConfigError(f"{key}: expected a mapping with a 'type' key, got {node!r}")
+        raise not_a_node(node, key=key)
     steps = node.get("transforms")
     for i, t in enumerate(steps or []):
         validate(t, TRANSFORMS, key=f"{key}.transforms[{i}]")
