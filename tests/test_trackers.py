@@ -19,6 +19,8 @@ from conftest import DEBUG_RECIPE, tubelet_cmd
 from tubelet import cli, trackers
 from tubelet.registry import ConfigError
 
+DIST_TESTS = Path(__file__).parent / "distributed"  # dist_tasks: the test-only hook
+
 SECRET_KEY, SECRET_URL = "sk-test-123456", "https://user:hunter2@host/x"
 
 
@@ -220,13 +222,19 @@ def jsonl_view(run_dir: Path) -> dict[tuple[str, int], float]:
 @pytest.fixture(scope="module")
 def tracked_run(tmp_path_factory, tiny_data_root):
     """The debug recipe with W&B offline and MLflow's file store, a secret in the environment
-    and in recipe strings; SIGKILLed after its step-4 checkpoint, then resumed to the end."""
+    and in recipe strings; SIGKILLed after its step-4 checkpoint, once both trackers started
+    (the run is held at step 5 until then: W&B's start can outlast the 12 steps), then resumed
+    to the end."""
     tmp = tmp_path_factory.mktemp("tracked")
-    env = {**os.environ, "WANDB_API_KEY": SECRET_KEY, "PYTHONUNBUFFERED": "1"}
+    hold = tmp / "hold"
+    hold.touch()
+    env = {**os.environ, "WANDB_API_KEY": SECRET_KEY, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join([str(DIST_TESTS), os.environ.get("PYTHONPATH", "")])}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = tubelet_cmd("train", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
                       "train.epochs=2", f"trackers={{wandb: {{mode: offline, group: '{SECRET_URL}',"
-                      f" tags: [{SECRET_KEY}]}}, mlflow: null}}")
+                      f" tags: [{SECRET_KEY}]}}, mlflow: null}}", "imports=[dist_tasks]",
+                      f"hooks=[{{type: hold_while_file, path: '{hold}', at_step: 5}}]")
     run_dir = tmp / "runs" / "classify_tiny"
     with open(tmp / "first.err", "w") as err:
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=err)
@@ -241,6 +249,7 @@ def tracked_run(tmp_path_factory, tiny_data_root):
         finally:
             proc.send_signal(signal.SIGKILL)  # also when an assertion above failed
             proc.wait(timeout=30)
+    hold.unlink()
     first = json.loads((run_dir / "trackers.json").read_text())
     done = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -250,6 +259,7 @@ def tracked_run(tmp_path_factory, tiny_data_root):
 @pytest.mark.slow
 def test_a_killed_and_resumed_run_continues_the_same_tracker_runs(tracked_run):
     run_dir, first, stderr = tracked_run
+    assert "step_00000004.pt at epoch 0 step 4" in stderr  # killed while held at step 5
     assert json.loads((run_dir / "trackers.json").read_text()) == first
     lines = [line for line in stderr.splitlines() if "trackers." in line]
     assert f"trackers.wandb: continuing run {first['wandb']['id']}" in stderr, lines

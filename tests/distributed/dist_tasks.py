@@ -102,6 +102,20 @@ class SlowEvalClassification(ClassificationTask):
         super().eval_step(model, batch)
 
 
+@HOOKS.register("hold_while_file")
+class HoldWhileFile(Hook):
+    """From step `at_step` on, training waits while `path` exists (at most `timeout_s`): a test
+    holds a run mid-way, e.g. until its trackers have started, then kills it."""
+
+    def __init__(self, path: str, at_step: int, timeout_s: float = 300.0) -> None:
+        self.path, self.at_step, self.timeout_s = Path(path), at_step, timeout_s
+
+    def after_step(self, trainer: Any) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while trainer.step >= self.at_step and self.path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+
 _HELD: list[Any] = []  # the group, held past destroy_process_group as FSDP2's device mesh holds it
 
 
