@@ -104,6 +104,11 @@ def test_hostile_recipes_exit_2_with_one_line_in_bounded_memory(tmp_path):
     (MINIMAL + "seed: abc\n", "seed: expected an integer, got string 'abc'"),
     (MINIMAL + "run: {name: [1]}\n", "run.name: expected a name or path, got list"),
     ("- 1\n- 2\n", "a recipe must be a mapping, got list"),
+    # a flow mapping without the space after a colon: YAML reads one key with no value
+    (MINIMAL + "hooks:\n  - {type:ema}\n",
+     r"r.yaml:5: 'type:ema' is one key; put a space after the colon: \{type: ema\}"),
+    (MINIMAL + "data:\n  train: {type: x, size:16}\n",
+     r"r.yaml:5: 'size:16' is one key; put a space after the colon: \{size: 16\}"),
 ])
 def test_bad_types_at_the_top_are_user_errors(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):

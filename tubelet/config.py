@@ -123,6 +123,9 @@ def _check_size(root: yaml.Node, path: Path) -> None:
             raise ConfigError(f"{path}:{node.start_mark.line + 1}: nested deeper than "
                               f"{MAX_NESTING} levels")
         children = _children(node)
+        glued = _glued_key(node)
+        if glued is not None:
+            raise ConfigError(f"{path}:{glued.start_mark.line + 1}: {_glued_message(glued)}")
         if done:
             sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
             if sizes[id(node)] > MAX_NODES:
@@ -158,6 +161,24 @@ def _check_flow_nesting(text: str, path: Path) -> None:
         if depth > MAX_NESTING:
             line = code.count("\n", 0, match.start()) + 1
             raise ConfigError(f"{path}:{line}: nested deeper than {MAX_NESTING} levels")
+
+
+def _glued_key(node: yaml.Node) -> yaml.ScalarNode | None:
+    """A plain key like `type:ema` with no value: YAML's reading of `{type:ema}`, a mapping
+    whose colon lacks the space after it (easy to type in an override)."""
+    for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
+        if (isinstance(key, yaml.ScalarNode) and key.style is None and _GLUED.match(key.value)
+                and isinstance(value, yaml.ScalarNode) and value.value == ""):
+            return key
+    return None
+
+
+def _glued_message(key: yaml.ScalarNode) -> str:
+    name, _, value = key.value.partition(":")
+    return f"{key.value!r} is one key; put a space after the colon: {{{name}: {value}}}"
+
+
+_GLUED = re.compile(r"[A-Za-z_]\w*:[^\s:]")
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -218,10 +239,22 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    if not value:
+        return key, ""
+    loader = _RecipeLoader(value)
     try:
-        parsed = yaml.load(value, Loader=_RecipeLoader) if value else ""  # noqa: S506
+        node = loader.get_single_node()
+        stack = [node] if node is not None else []
+        while stack:  # an override's value is small: walk it whole
+            glued = _glued_key(stack[-1])
+            if glued is not None:
+                raise ConfigError(f"{key}: {_glued_message(glued)}")
+            stack.extend(_children(stack.pop()))
+        parsed = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError:
         raise ConfigError(f"{key}: cannot read value {value!r} as YAML") from None
+    finally:
+        loader.dispose()
     return key, parsed
 
 

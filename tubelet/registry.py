@@ -71,13 +71,7 @@ def value_kind(value: Any) -> str:
 
 
 def not_a_node(value: Any, *, key: str) -> ConfigError:
-    """The error for a `{type: name, ...}` node that is not one. `{type:ema}` (no space after
-    the colon, easy to type in an override) is YAML for the mapping {"type:ema": null}."""
-    glued = [k for k in value if isinstance(k, str) and k.startswith("type:")] \
-        if isinstance(value, dict) else []
-    if glued:
-        return ConfigError(f"{key}: {glued[0]!r} is one key; put a space after the colon: "
-                           f"{{type: {glued[0][5:].strip()}}}")
+    """The error for a `{type: name, ...}` node that is not one."""
     return ConfigError(f"{key}: expected a mapping with a 'type' key, got {value_kind(value)}")
 
 

@@ -45,7 +45,11 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("quickstart.yaml", ["hooks=[{type: ema, decai: 0.9}]"],
      "hooks[0].decai: unknown key; did you mean 'decay'?"),
     ("quickstart.yaml", ["hooks=[{type:ema}]"],  # YAML's {"type:ema": null}
-     "hooks[0]: 'type:ema' is one key; put a space after the colon: {type: ema}"),
+     "hooks: 'type:ema' is one key; put a space after the colon: {type: ema}"),
+    ("quickstart.yaml", ["model={type:vit_tiny}"],  # was: an interpolation error elsewhere
+     "model: 'type:vit_tiny' is one key; put a space after the colon: {type: vit_tiny}"),
+    ("quickstart.yaml", ["hooks=[{type: ema, decay:0.9}]"],
+     "hooks: 'decay:0.9' is one key; put a space after the colon: {decay: 0.9}"),
     ("quickstart.yaml", ["data.train.backend=pyva"],
      "data.train.backend: unknown 'pyva'; choose one of ['pyav', 'torchcodec', 'decord']; "
      "did you mean 'pyav'?"),
