@@ -134,7 +134,8 @@ def joined() -> bool:
 def exit_process(code: int) -> NoReturn:
     """End a process that joined a process group with `code`, without the interpreter's
     finalization: gloo's worker threads outlive destroy_process_group while
-    anything still holds the group (FSDP2's device mesh does), and one that lets go of a
+    anything still holds the group (an FSDP2 model's device mesh, until the garbage collector
+    frees it: in the crash, finalization's own collection), and one that lets go of a
     Python-owned tensor of a finished collective after finalization began takes the GIL and
     aborts the process ("terminate called without an active exception", exit -6) after a run
     that succeeded (pytorch#190489; a core dump showed ~AsyncBroadcastWork in ProcessGroupGloo's
