@@ -113,3 +113,10 @@ def test_hostile_recipes_exit_2_with_one_line_in_bounded_memory(tmp_path):
 def test_bad_types_at_the_top_are_user_errors(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path / "r.yaml", text))
+
+
+def test_a_quoted_key_or_a_value_with_a_colon_is_not_taken_for_a_missing_space(tmp_path):
+    text = MINIMAL + 'data: {train: {type: x, "size:16": null, url: "http://h:80"}}\n'
+    cfg = load_config(write(tmp_path / "r.yaml", text), ["run.name=a:b", 'data.x={"k:v": null}'])
+    assert cfg["data"]["train"]["size:16"] is None and cfg["data"]["x"] == {"k:v": None}
+    assert cfg["run"]["name"] == "a:b"

@@ -59,6 +59,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         if node is not None:
             _check_keys(node, path)
             _check_size(node, path)
+            if (glued := _first_glued_key(node)) is not None:
+                raise ConfigError(f"{path}:{glued.start_mark.line + 1}: {_glued_message(glued)}")
             data = loader.construct_document(node)
         else:
             data = None
@@ -123,9 +125,6 @@ def _check_size(root: yaml.Node, path: Path) -> None:
             raise ConfigError(f"{path}:{node.start_mark.line + 1}: nested deeper than "
                               f"{MAX_NESTING} levels")
         children = _children(node)
-        glued = _glued_key(node)
-        if glued is not None:
-            raise ConfigError(f"{path}:{glued.start_mark.line + 1}: {_glued_message(glued)}")
         if done:
             sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
             if sizes[id(node)] > MAX_NODES:
@@ -163,13 +162,22 @@ def _check_flow_nesting(text: str, path: Path) -> None:
             raise ConfigError(f"{path}:{line}: nested deeper than {MAX_NESTING} levels")
 
 
-def _glued_key(node: yaml.Node) -> yaml.ScalarNode | None:
+def _first_glued_key(root: yaml.Node) -> yaml.ScalarNode | None:
     """A plain key like `type:ema` with no value: YAML's reading of `{type:ema}`, a mapping
-    whose colon lacks the space after it (easy to type in an override)."""
-    for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
-        if (isinstance(key, yaml.ScalarNode) and key.style is None and _GLUED.match(key.value)
-                and isinstance(value, yaml.ScalarNode) and value.value == ""):
-            return key
+    whose colon lacks the space after it (easy to type in an override). Each distinct node
+    is seen once, so an alias costs nothing."""
+    seen, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for key, value in node.value if isinstance(node, yaml.MappingNode) else ():
+            if (isinstance(key, yaml.ScalarNode) and key.style is None
+                    and _GLUED.match(key.value)
+                    and isinstance(value, yaml.ScalarNode) and value.value == ""):
+                return key
+        stack.extend(_children(node))
     return None
 
 
@@ -244,12 +252,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     loader = _RecipeLoader(value)
     try:
         node = loader.get_single_node()
-        stack = [node] if node is not None else []
-        while stack:  # an override's value is small: walk it whole
-            glued = _glued_key(stack[-1])
-            if glued is not None:
-                raise ConfigError(f"{key}: {_glued_message(glued)}")
-            stack.extend(_children(stack.pop()))
+        glued = _first_glued_key(node) if node is not None else None
+        if glued is not None:
+            raise ConfigError(f"{key}: {_glued_message(glued)}")
         parsed = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError:
         raise ConfigError(f"{key}: cannot read value {value!r} as YAML") from None
