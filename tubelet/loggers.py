@@ -134,12 +134,16 @@ class RunLogger:
             self._progress.advance(step=step, epoch=f"{epoch + 1}/{epochs}")
 
     def progress(self, *, step: int, epoch: int, fields: dict[str, float],
-                 epochs: int | None = None) -> None:
+                 epochs: int | None = None, superseded: bool = False) -> None:
         """Console update at a log interval: the bar's loss/lr/timings, or one plain line with
-        the ETA. `epoch` is the 0-based counter; every display shows it 1-based."""
+        the ETA. `epoch` is the 0-based counter; every display shows it 1-based.
+        `superseded`: a newer row follows at once (rows written in a burst): the bar skips it,
+        a plain line is still printed."""
         if not self.enabled:
             return
         if self._progress:  # rich redraws at 2 Hz: a newer text sooner would not be seen
+            if superseded:
+                return
             now = time.monotonic()
             self._untold = (step, epoch, fields)
             if now - self._texted >= self.TEXT_EVERY_S:

@@ -105,12 +105,17 @@ class SlowEvalClassification(ClassificationTask):
 @HOOKS.register("hold_while_file")
 class HoldWhileFile(Hook):
     """From step `at_step` on, training waits while `path` exists (at most `timeout_s`): a test
-    holds a run mid-way, e.g. until its trackers have started, then kills it."""
+    holds a run mid-way, e.g. until its trackers have started, then kills it. `reached`: a
+    file created when the hold begins, so the test knows where the run is."""
 
-    def __init__(self, path: str, at_step: int, timeout_s: float = 300.0) -> None:
+    def __init__(self, path: str, at_step: int, timeout_s: float = 300.0,
+                 reached: str | None = None) -> None:
         self.path, self.at_step, self.timeout_s = Path(path), at_step, timeout_s
+        self.reached = reached and Path(reached)
 
     def after_step(self, trainer: Any) -> None:
+        if self.reached and trainer.step == self.at_step and self.path.exists():
+            self.reached.touch()
         deadline = time.monotonic() + self.timeout_s
         while trainer.step >= self.at_step and self.path.exists() and time.monotonic() < deadline:
             time.sleep(0.05)

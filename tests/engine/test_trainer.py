@@ -180,24 +180,22 @@ def test_stop_signals_are_agreed_with_ctrl_c_winning(monkeypatch):
     assert signal.getsignal(signal.SIGTERM) is before  # restored
 
 
-def tubelet_popen(args, cwd):
+def tubelet_popen(args, cwd, env=None):
     import subprocess
     import sys
-    env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
+           **(env or {})}
     # its own session, so a killpg reaches it and its loader workers as a terminal's Ctrl-C does
     return subprocess.Popen([sys.executable, "-m", "tubelet.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
 
 
-def wait_for_step(proc, metrics, step, timeout=120):
+def wait_for(proc, path, timeout=120):
     import time
     deadline = time.monotonic() + timeout
-    while True:
-        text = metrics.read_text() if metrics.exists() else ""
-        if f'"step": {step},' in text:
-            return
-        assert proc.poll() is None and time.monotonic() < deadline, f"no step {step}"
+    while not path.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, f"no {path.name}"
         time.sleep(0.005)
 
 
@@ -206,32 +204,45 @@ def test_ctrl_c_mid_epoch_saves_that_step_and_resume_equals_uninterrupted(tmp_pa
                                                                          tiny_data_root):
     """Ctrl-C to the process group (the trainer and its 2 loader workers) mid-epoch: exit 130
     after 'checkpoint saved at step N', the checkpoint is at step N, and a resume ends with
-    every tensor equal to an uninterrupted run. A second Ctrl-C aborts without saving."""
+    every tensor equal to an uninterrupted run. A second Ctrl-C aborts without saving. The
+    run is held at step 3 (a test-only hook) while the signal is sent: on a fast machine the
+    24 steps take less than a test's polling needs to catch one."""
     import os
     import re
     import signal
+    from pathlib import Path
     from tubelet.engine.checkpoint import list_checkpoints
-    args = lambda run: ["train", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",  # noqa: E731
-                        f"run.dir={run}", "train.progress=false", "train.epochs=1",
-                        "data.batch_size=1",  # 24 steps: the signal lands mid-epoch
-                        "train.checkpoint_interval=0", "train.log_interval=1",
-                        "data.num_workers=2"]
-    ref = tubelet_popen(args("ref"), tmp_path)
-    proc = tubelet_popen(args("run"), tmp_path)
-    wait_for_step(proc, tmp_path / "run" / "metrics.jsonl", 2)
+    hold, reached = tmp_path / "hold", tmp_path / "reached"
+    hold.touch()
+    args = lambda run, *more: ["train", str(DEBUG_RECIPE),  # noqa: E731
+                               f"data.train.root={tiny_data_root}", f"run.dir={run}",
+                               "train.progress=false", "train.epochs=1",
+                               "data.batch_size=1",  # 24 steps: the signal lands mid-epoch
+                               "train.checkpoint_interval=0", "train.log_interval=1",
+                               "data.num_workers=2", *more]
+    env = {"PYTHONPATH": str(Path(__file__).parents[1] / "distributed")}  # dist_tasks' hook
+    held = lambda run, hold: args(run, "imports=[dist_tasks]",  # noqa: E731
+                                  f"hooks=[{{type: hold_while_file, path: '{hold}', "
+                                  f"at_step: 3, reached: '{reached}'}}]")
+    ref = tubelet_popen(held("ref", tmp_path / "never"), tmp_path, env=env)  # held by nothing
+    proc = tubelet_popen(held("run", hold), tmp_path, env=env)
+    wait_for(proc, reached)
     os.killpg(proc.pid, signal.SIGINT)
+    hold.unlink()  # the step ends, and with it the agreed stop
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
     said = re.findall(r"interrupted \(SIGINT\): checkpoint saved at step (\d+)", stderr)
-    assert len(said) == 1, stderr[-3000:]
+    # the signal came after step 3's guard check: step 4's check agrees on it, and saves
+    assert said == ["4"], stderr[-3000:]
+    step = 4
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
-    step = int(said[0])
-    assert saved["trainer"]["step"] == step and 2 <= step < 24  # mid-epoch (24 steps)
-    assert saved["trainer"]["batch_in_epoch"] == step
+    assert saved["trainer"]["step"] == step and saved["trainer"]["batch_in_epoch"] == step
     assert [p.name for p in list_checkpoints(tmp_path / "run" / "checkpoints")] == \
         [f"step_{step:08d}.pt"]  # the interrupt's checkpoint is the only one
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]  # every row taken, written on the way out
     assert ref.wait(timeout=240) == 0
-    resumed = tubelet_popen(args("run"), tmp_path)
+    resumed = tubelet_popen(held("run", hold), tmp_path, env=env)  # the same recipe, not held
     _, stderr = resumed.communicate(timeout=240)
     assert resumed.returncode == 0 and f"step {step}" in stderr, stderr[-3000:]
     assert_every_tensor_equal(torch.load(tmp_path / "run" / "checkpoints" / "last.pt",

@@ -16,7 +16,6 @@ from tubelet.data.dynamic_batch import DynamicBatchSampler
 from tubelet.data.loader import ResumableSampler
 from tubelet.engine import amp as amp_scaling, parallel, streams
 from tubelet.engine.async_save import CheckpointWriter
-from tubelet.engine.databound import DataBoundCheck
 from tubelet.engine.checkpoint import rng_state, set_rng_state
 from tubelet.engine.early_stop import EarlyStopping
 from tubelet.engine.guard import NAN_POLICIES, Preempted, StepGuard
@@ -28,6 +27,7 @@ from tubelet.engine.optim import takes_found_inf
 from tubelet.engine.profile import StepProfiler, check_profile
 from tubelet.engine.resume import check_resumable, check_state, pick_resume
 from tubelet.engine.schedule import lr_schedule
+from tubelet.engine.train_log import TrainLog
 from tubelet.loggers import RunLogger
 from tubelet.registry import ConfigError
 from tubelet.tasks.base import Task
@@ -139,8 +139,8 @@ class Trainer:
         self.metrics: dict[str, float] = {}
         self._meters = Meters(device)
         loader = getattr(train_loader, "loader", train_loader)  # under the BatchStream
-        self._data_bound = DataBoundCheck(num_workers=getattr(loader, "num_workers", 0))
-        self._last_log_step = 0
+        self._train_log = TrainLog(num_workers=getattr(loader, "num_workers", 0),
+                                   world_size=self.world_size)
         self._step_loss = torch.zeros((), device=device)  # summed over a step's micro-batches
 
     # ------------------------------------------------------------------ the loop
@@ -153,6 +153,7 @@ class Trainer:
         finally:
             if self._profiler:
                 self._profiler.close()
+            self._write_rows_taken()
             self._writer.close()  # on an error's way out: let a started write commit
             self.logger.close()
 
@@ -322,6 +323,7 @@ class Trainer:
         abandoned and the checkpoint saved as at the end of the epoch's training, so a resume
         runs this eval again (`preempt` raises)."""
         self.settle_nan_check()  # never evaluate weights past a step the guard stops at
+        self._train_log.flush(self.logger)  # the train rows before the eval's, shown during it
         rng = rng_state()  # a resumed eval must draw what this one would have
         try:
             with parallel.eval_view(self.model) as model:  # forwards with no collectives inside
@@ -341,20 +343,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ pieces of the loop
     def log_train(self) -> None:
-        """The only place a training step syncs with the device: every `log_interval` steps."""
+        """The only place a training step syncs with the device: every `log_interval` steps.
+        The row is taken here and written by `TrainLog` (at once, or with the next ones on a
+        loop faster than its flush period: engine/train_log.py)."""
         self.settle_nan_check()
-        fields = self._meters.read()
-        fields["lr"] = self.optimizer.param_groups[-1]["lr"]
-        if self.scaler.is_enabled():  # fp16: how many updates the loss scaler skipped so far
-            fields["overflow_steps"] = self.overflow_steps
         # `epoch` in metrics.jsonl counts epochs completed, so a train row mid-epoch is fractional
         progress = round(self.epoch + self.batch_in_epoch / self.micro[self.epoch], 4)
-        self.logger.log({f"train/{k}": v for k, v in fields.items()}, step=self.step,
-                        epoch=progress)
-        self.logger.progress(step=self.step, epoch=self.epoch, fields=fields, epochs=self.epochs)
-        self._data_bound.update(step=self.step, num_steps=self.step - self._last_log_step,
-                                data_time=fields["data_time"], step_time=fields["step_time"])
-        self._last_log_step = self.step
+        self._train_log.add(self._meters.snapshot(), logger=self.logger, step=self.step,
+                            epoch=self.epoch, epochs=self.epochs, progress=progress,
+                            lr=self.optimizer.param_groups[-1]["lr"],
+                            # fp16: how many updates the loss scaler skipped so far
+                            overflow_steps=self.overflow_steps if self.scaler.is_enabled() else None)
+
+    def _write_rows_taken(self) -> None:
+        """On the way out of fit(), however it ends: the rows taken are written (each was
+        settled when taken). A failure here must not hide the one that ended the run."""
+        try:
+            self._train_log.flush(self.logger)
+        except Exception as e:  # noqa: BLE001
+            log.warning("the last train rows could not be written: %s", e)
 
     def update_best(self, metrics: dict[str, float]) -> bool:
         if self.best_metric not in metrics:
@@ -444,6 +451,7 @@ class Trainer:
 
     def save_checkpoint(self, *, is_best: bool = False) -> None:
         self.settle_nan_check()  # never save weights past a step the guard must stop at
+        self._train_log.flush(self.logger)  # the commit fsyncs metrics.jsonl: rows up to here
         state = self.state_dict()  # on every rank: gathering it is a collective
         self._writer.save(state, step=self.step, is_best=is_best)
 
