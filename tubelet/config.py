@@ -294,9 +294,10 @@ def _first_line(e: Exception) -> str:
 
 def check_sections(data: dict[str, Any]) -> None:
     """The cheap checks that need no registry: top-level keys, their kinds, and `run` keys."""
-    for key in data:
-        if key not in SECTIONS:
-            raise ConfigError(f"{key}: unknown key{did_you_mean(key, SECTIONS)}")
+    for key, value in data.items():
+        if key not in SECTIONS:  # a section's key at the top (`epochs`, `lr`): its home
+            from tubelet.validate_homes import unknown_top_level  # noqa: PLC0415 - error path
+            raise unknown_top_level(key, value, sections=SECTIONS)
     for key in ("model", "task", "optimizer"):
         if key not in data:
             raise ConfigError(f"{key}: required section is missing")

@@ -27,6 +27,7 @@ from tubelet import trackers
 from tubelet.rundir import RESUME_MODES
 from tubelet.registry import (ConfigError, Gt, Min, OneOf, Range, did_you_mean, not_a_node,
                               value_kind)
+from tubelet.validate_homes import unknown_key
 from tubelet.validate_schema import Spec
 from tubelet.validate_switches import MODEL_BUILDER_KEYS, check_switches
 
@@ -116,7 +117,8 @@ def _lookup(table: dict[str, Any], kind: str, type_name: str | None, name: str) 
 
 class _Check:
     def __init__(self, schema: dict[str, Any], *, check_paths: bool,
-                 skip_paths: tuple[str, ...] = ()) -> None:
+                 skip_paths: tuple[str, ...] = (), optimizer_type: Any = None) -> None:
+        self.schema, self.optimizer_type = schema, optimizer_type
         self.registries, self.sections = schema["registries"], schema["sections"]
         self.check_paths, self.skip_paths = check_paths, skip_paths
 
@@ -156,7 +158,8 @@ class _Check:
         params = spec["params"]
         for k in kwargs:
             if not isinstance(k, str) or (k not in params and not spec["kwargs"]):
-                raise ConfigError(f"{key}.{k}: unknown key{did_you_mean(str(k), params)}")
+                raise unknown_key(f"{key}.{k}", str(k), here=params, schema=self.schema,
+                                  optimizer_type=self.optimizer_type)
         for k, (_, required, _) in params.items():
             if required and k not in kwargs:
                 raise ConfigError(f"{key}.{k}: required key is missing")
@@ -216,7 +219,8 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
     `check_paths=False` skips the existence of data and weight files (a recipe's test);
     `train_data=False` only that of `data.train`'s (eval reads `data.val` alone)."""
     from tubelet.validate_cross import check_cross  # noqa: PLC0415 - a sibling, split for size
-    c = _Check(schema, check_paths=check_paths, skip_paths=() if train_data else ("data.train",))
+    c = _Check(schema, check_paths=check_paths, skip_paths=() if train_data else ("data.train",),
+               optimizer_type=cfg["optimizer"].get("type"))
     model = cfg["model"]
     c.node({k: v for k, v in model.items() if k not in MODEL_BUILDER_KEYS}, "model", "model")
     pretrained = model.get("pretrained")

@@ -45,7 +45,8 @@ class Window:
     def __init__(self, device: torch.device, losses: list[torch.Tensor], num_losses: int,
                  num_steps: int, step_time: float, data_time: float,
                  grad_norm: torch.Tensor | None) -> None:
-        self.device, self.losses, self.num_losses, self.num_steps = device, losses, num_losses, num_steps
+        self.device, self.losses, self.num_losses = device, losses, num_losses
+        self.num_steps = num_steps
         self.step_time, self.data_time, self.grad_norm = step_time, data_time, grad_norm
 
     def read(self) -> dict[str, float]:

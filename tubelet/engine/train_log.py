@@ -37,12 +37,14 @@ class TrainLog:
         self._rows: list[tuple[Window, dict[str, Any]]] = []
         self._flushed = -math.inf  # the first row is written at once
 
-    def add(self, window: Window, *, logger: Any, step: int, epoch: int, epochs: int, progress: float,
-            lr: float, overflow_steps: int | None = None) -> None:
+    def add(self, window: Window, *, logger: Any, step: int, epoch: int, epochs: int,
+            progress: float, lr: float, overflow_steps: int | None = None) -> None:
         """One log interval ending at `step` (`epoch` 0-based; `progress`: epochs completed,
         fractional). `logger`: the loggers.RunLogger written to. `overflow_steps`: fp16's
         count of skipped updates, else None."""
-        extra = {"lr": lr} if overflow_steps is None else {"lr": lr, "overflow_steps": overflow_steps}
+        extra: dict[str, Any] = {"lr": lr}
+        if overflow_steps is not None:
+            extra["overflow_steps"] = overflow_steps
         self._rows.append((window, {"step": step, "epoch": epoch, "epochs": epochs,
                                     "progress": progress, "extra": extra}))
         if self._at_once or time.monotonic() - self._flushed >= FLUSH_S:
