@@ -227,16 +227,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "eval" and cfg.get("checkpoint") is None:
         _usage_error("eval", "checkpoint=PATH is required (a checkpoint file, a run directory "
                      "or a .safetensors export)")
-    checked = _check_early(cfg, train_data=args.command not in ("eval", "test"))
-    if args.command == "config" and checked:
-        sys.stdout.write(dump_config(cfg))
-        return 0
+    _check_early(cfg, train_data=args.command not in ("eval", "test"))
     if args.command in ("train", "test"):  # a bad or busy run dir, too
         from tubelet.rundir import check_free  # noqa: PLC0415
         check_free(cfg["run"])
     from tubelet import build  # noqa: PLC0415 - heavy: torch, models, datasets
-    if args.command == "config":
-        build.validate_config(cfg)
+    if args.command == "config":  # what train refuses before its run dir, config refuses too
+        build.dry_forward(cfg, build.validate_config(cfg))
         sys.stdout.write(dump_config(cfg))
         return 0
     from tubelet import distributed as dist  # noqa: PLC0415

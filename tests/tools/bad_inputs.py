@@ -53,4 +53,12 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("quickstart.yaml", ["data.train.backend=pyva"],
      "data.train.backend: unknown 'pyva'; choose one of ['pyav', 'torchcodec', 'decord']; "
      "did you mean 'pyav'?"),
+    # MAE's loss is a mean over hidden tokens: a ratio that rounds to none hidden (the debug
+    # model has 2 x 2 x 2 tokens) crashed in the loss with a traceback
+    ("debug/mae_pretrain_tiny.yaml", ["model.mask_ratio=0.1"],
+     "model.mask_ratio: 0.1 of 8 tokens (tube mask) hides none; the loss is computed on hidden "
+     "tokens"),
+    ("debug/mae_pretrain_tiny.yaml", ["model.mask_ratio=0"],
+     "model.mask_ratio: 0 of 8 tokens (tube mask) hides none; the loss is computed on hidden "
+     "tokens"),
 ]

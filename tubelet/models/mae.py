@@ -92,6 +92,10 @@ class MaskedAutoencoder(nn.Module):
         if hidden == self.num_patches:  # MAE's keep count can round down to nothing
             raise ConfigError(f"mask_ratio: {mask_ratio} of {self.num_patches} tokens "
                               f"({self.mask_type} mask) leaves no token visible")
+        if hidden == 0:  # the loss is a mean over hidden tokens: of none, it is no number
+            raise ConfigError(f"mask_ratio: {mask_ratio} of {self.num_patches} tokens "
+                              f"({self.mask_type} mask) hides none; the loss is computed on "
+                              f"hidden tokens")
         self.decoder = MAEDecoder(
             grid_size=self.encoder.patch_embed.grid_size,
             num_prefix_tokens=self.encoder.num_prefix_tokens, embed_dim=decoder_embed_dim,
