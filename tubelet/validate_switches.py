@@ -56,7 +56,7 @@ def check_switches(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                           f"video_classifier with one as backbone), not to model "
                           f"{model['type']!r}; remove the key")
     _check_num_sample(cfg.get("data") or {})
-    check_schedule(cfg.get("schedule") or {})
+    check_schedule(cfg.get("schedule") or {}, lr=(cfg.get("optimizer") or {}).get("lr"))
     check_custom_keys((cfg["optimizer"] or {}).get("custom_keys"))
 
 
@@ -100,8 +100,10 @@ def _check_num_sample(data: dict[str, Any]) -> None:
                               "data.train.transforms")
 
 
-def check_schedule(node: dict[str, Any]) -> None:
-    """The keys each schedule type reads, and their values beyond their types and ranges."""
+def check_schedule(node: dict[str, Any], *, lr: Any = None) -> None:
+    """The keys each schedule type reads, and their values beyond their types and ranges.
+    `lr`: optimizer.lr, the peak (with `blr` the peak depends on the world size: the schedule
+    checks it when built)."""
     kind = node.get("type", "cosine")
     if kind not in SCHEDULES:
         raise ConfigError(f"schedule.type: unknown {kind!r}; choose one of {list(SCHEDULES)}"
@@ -112,6 +114,9 @@ def check_schedule(node: dict[str, Any]) -> None:
             users = [t for t, keys in SHAPE_KEYS.items() if k in keys]
             raise ConfigError(f"schedule.{k}: not used by schedule.type {kind!r} (only by "
                               f"{', '.join(users)})")
+    min_lr = node.get("min_lr")
+    if isinstance(min_lr, (int, float)) and isinstance(lr, (int, float)) and min_lr > lr:
+        raise min_lr_above_peak(min_lr, lr, kind=kind, peak="optimizer.lr")
     if kind == "step" and node.get("step_size") is None:
         raise ConfigError("schedule.step_size: required for schedule.type 'step' (epochs "
                           "between drops)")
@@ -122,6 +127,12 @@ def check_schedule(node: dict[str, Any]) -> None:
                               f"a list of epochs, got {value_kind(ms)}")
         if any(b <= a for a, b in zip(ms, ms[1:])):
             raise ConfigError(f"schedule.milestones: must be strictly increasing, got {ms}")
+
+
+def min_lr_above_peak(min_lr: float, peak_lr: float, *, kind: str, peak: str) -> ConfigError:
+    """A floor above the peak: the decay would raise the lr as the run goes on, silently."""
+    return ConfigError(f"schedule.min_lr: {min_lr:g} is above the peak lr {peak_lr:g} ({peak}); "
+                       f"the {kind} schedule would raise the lr as the run goes on")
 
 
 def check_custom_keys(keys: Any) -> None:

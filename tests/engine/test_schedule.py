@@ -126,3 +126,24 @@ def test_resume_mid_warmup_then_across_the_drop_is_exact(tmp_path, tiny_data_roo
                         load_checkpoint(reference_dir / "checkpoints" / "last.pt"))
     resumed = train_lrs(tmp_path / "run")
     assert min(resumed) == 4 and all(resumed[s] == lrs[s] for s in resumed)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "poly"])
+def test_a_floor_above_the_peak_is_refused(kind):
+    """A cosine or poly decay to a min_lr above the peak raises the lr all run: refused."""
+    with pytest.raises(ConfigError, match=rf"^schedule.min_lr: 0.01 is above the peak lr 0.001 "
+                                          rf"\(.*\); the {kind} schedule would raise the lr"):
+        lr_schedule(base_lr=1e-3, total_steps=100, epochs=10, type=kind, min_lr=1e-2)
+    flat = lr_schedule(base_lr=1e-3, total_steps=100, epochs=10, type=kind, min_lr=1e-3)
+    assert flat(99) == pytest.approx(1e-3)  # equal: a constant lr after the warmup, allowed
+
+
+def test_with_blr_train_refuses_it_before_the_run_dir(tmp_path, tiny_data_root):
+    """The peak of `blr` (x total batch / 256) is known only when the trainer is built."""
+    proc = run_tubelet("train", str(DEBUG_RECIPE), f"data.train.root={tiny_data_root}",
+                       "run.dir=run", "optimizer={type: adamw, blr: 0.001}",
+                       "schedule.min_lr=0.0001", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and proc.stderr.splitlines()[-1] == (
+        "error: schedule.min_lr: 0.0001 is above the peak lr 1.5625e-05 (optimizer.lr, or blr x "
+        "total batch / 256); the cosine schedule would raise the lr as the run goes on")
+    assert not (tmp_path / "run").exists()

@@ -53,6 +53,9 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("quickstart.yaml", ["data.train.backend=pyva"],
      "data.train.backend: unknown 'pyva'; choose one of ['pyav', 'torchcodec', 'decord']; "
      "did you mean 'pyav'?"),
+    ("quickstart.yaml", ["schedule.min_lr=0.5"],
+     "schedule.min_lr: 0.5 is above the peak lr 0.001 (optimizer.lr); the cosine schedule "
+     "would raise the lr as the run goes on"),
     # MAE's loss is a mean over hidden tokens: a ratio that rounds to none hidden (the debug
     # model has 2 x 2 x 2 tokens) crashed in the loss with a traceback
     ("debug/mae_pretrain_tiny.yaml", ["model.mask_ratio=0.1"],

@@ -20,6 +20,8 @@ import logging
 import math
 from typing import Callable
 
+from tubelet.validate_switches import min_lr_above_peak
+
 log = logging.getLogger("tubelet")
 SCHEDULES = ("cosine", "poly", "step", "multistep")
 # the keys that only some schedules read: schedule type -> keys it takes
@@ -71,6 +73,9 @@ def lr_schedule(*, base_lr: float, total_steps: int, epochs: int, type: str = "c
     `milestones` and `step_size` are in epochs, like `warmup_epochs`."""
     assert type in SCHEDULES, type  # validated with the recipe
     min_lr = min_lr or 0.0  # null: unset, e.g. a step schedule over a base recipe's cosine
+    if min_lr > base_lr and type in ("cosine", "poly"):  # blr's peak is known only here
+        raise min_lr_above_peak(min_lr, base_lr, kind=type,
+                                peak="optimizer.lr, or blr x total batch / 256")
     warmup_steps = epochs_to_steps(warmup_epochs, total_steps=total_steps, num_epochs=epochs)
     if warmup_steps >= total_steps > 0:  # warn: shortened smoke runs are legitimate
         log.warning("schedule.warmup_epochs: %g epochs (%d steps) is not shorter than the run "
