@@ -96,3 +96,26 @@ def test_a_custom_key_that_names_no_parameter_stops_train_before_the_run_dir(tmp
     assert str(e.value) == ("optimizer.custom_keys.blokcs: matches no parameter name of the "
                             "model (e.g. 'cls_token'); did you mean 'blocks'?")
     assert not any(tmp_path.iterdir())
+
+
+def test_weight_decay_that_wipes_the_weights_is_refused_for_adamw_and_sgd_not_lars():
+    """1 - lr x weight_decay <= 0 zeroes or flips every weight each step (AdamW's decoupled
+    decay, SGD's coupled one); LARS's trust ratio rescales per layer, so it is left alone. With
+    blr the peak is known when the optimizer is built, and checked there."""
+    import torch
+
+    from tubelet.build import build_optimizer
+    from tubelet.registry import ConfigError
+    from tubelet.validate_switches import check_decay
+    for kind in ("adamw", "sgd"):
+        with pytest.raises(ConfigError, match=r"^optimizer.weight_decay: 20 x the peak lr 0.1 = "
+                                              r"2; each step would scale every weight by -1 "):
+            check_decay({"type": kind, "weight_decay": 20}, lr=0.1)
+        check_decay({"type": kind, "weight_decay": 9.9}, lr=0.1)  # 0.99: shrinks, allowed
+    check_decay({"type": "lars", "weight_decay": 20}, lr=0.1)
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ConfigError, match=r"^optimizer.weight_decay: 1000 x the peak lr 0.002"):
+        build_optimizer({"type": "adamw", "blr": 1e-3, "weight_decay": 1000}, model,
+                        total_batch_size=512)  # blr 1e-3 x 512 / 256
+    build_optimizer({"type": "adamw", "blr": 1e-3, "weight_decay": 0.05}, model,
+                    total_batch_size=512)

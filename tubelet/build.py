@@ -38,7 +38,7 @@ from tubelet.trackers import TrackerGroup
 from tubelet.trackers import normalize as normalize_trackers
 from tubelet.registry import HOOKS, MODELS, OPTIMIZERS, TASKS, ConfigError
 from tubelet.validate_cross import input_shape
-from tubelet.validate_switches import compile_options
+from tubelet.validate_switches import check_decay, compile_options
 # Reached through `tubelet.build` by the CLI, visualize, predict and the tests: the build API
 # keeps one address while its checks (build_check) and data (build_data) have their own files.
 from tubelet.build_check import _register_builtins, save_schema, schema  # noqa: F401
@@ -98,6 +98,7 @@ def build_optimizer(node: dict[str, Any], model: nn.Module, *,
                     total_batch_size: int) -> tuple[torch.optim.Optimizer, float]:
     kwargs = {k: v for k, v in node.items() if k not in ("type", *GROUP_KEYS)}
     lr = scaled_lr(lr=kwargs.pop("lr", None), blr=node.get("blr"), total_batch_size=total_batch_size)
+    check_decay(node, lr=lr)  # blr's peak is known only now
     groups = param_groups(model, weight_decay=kwargs.pop("weight_decay", 0.0),
                           layer_decay=node.get("layer_decay"), custom_keys=node.get("custom_keys"))
     return build_at({"type": node["type"], **kwargs}, OPTIMIZERS, key="optimizer",

@@ -56,8 +56,10 @@ def check_switches(cfg: dict[str, Any], schema: dict[str, Any]) -> None:
                           f"video_classifier with one as backbone), not to model "
                           f"{model['type']!r}; remove the key")
     _check_num_sample(cfg.get("data") or {})
-    check_schedule(cfg.get("schedule") or {}, lr=(cfg.get("optimizer") or {}).get("lr"))
-    check_custom_keys((cfg["optimizer"] or {}).get("custom_keys"))
+    optimizer = cfg.get("optimizer") or {}
+    check_schedule(cfg.get("schedule") or {}, lr=optimizer.get("lr"))
+    check_decay(optimizer, lr=optimizer.get("lr"))
+    check_custom_keys(optimizer.get("custom_keys"))
 
 
 def _check_compile(spec: Any) -> None:
@@ -133,6 +135,20 @@ def min_lr_above_peak(min_lr: float, peak_lr: float, *, kind: str, peak: str) ->
     """A floor above the peak: the decay would raise the lr as the run goes on, silently."""
     return ConfigError(f"schedule.min_lr: {min_lr:g} is above the peak lr {peak_lr:g} ({peak}); "
                        f"the {kind} schedule would raise the lr as the run goes on")
+
+
+def check_decay(node: dict[str, Any], *, lr: Any) -> None:
+    """AdamW's decoupled weight decay scales every weight by 1 - lr x weight_decay per step,
+    SGD's coupled one too (before its momentum). At lr x weight_decay >= 1 that factor is 0 or
+    less: the weights are wiped or flipped each step, and training goes on with exit 0. LARS's
+    trust ratio rescales the step per layer, so the product says nothing there. `lr`: the peak
+    (optimizer.lr; build.build_optimizer checks blr's once it is scaled)."""
+    wd = node.get("weight_decay")
+    numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (wd, lr))
+    if node.get("type") in ("adamw", "sgd") and numbers and lr * wd >= 1:
+        raise ConfigError(f"optimizer.weight_decay: {wd:g} x the peak lr {lr:g} = {lr * wd:g}; "
+                          f"each step would scale every weight by {1 - lr * wd:g} (1 - lr x "
+                          f"weight_decay must stay above 0)")
 
 
 def check_custom_keys(keys: Any) -> None:

@@ -56,6 +56,9 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
     ("quickstart.yaml", ["schedule.min_lr=0.5"],
      "schedule.min_lr: 0.5 is above the peak lr 0.001 (optimizer.lr); the cosine schedule "
      "would raise the lr as the run goes on"),
+    ("quickstart.yaml", ["optimizer.weight_decay=1000"],
+     "optimizer.weight_decay: 1000 x the peak lr 0.001 = 1; each step would scale every weight "
+     "by 0 (1 - lr x weight_decay must stay above 0)"),
     # MAE's loss is a mean over hidden tokens: a ratio that rounds to none hidden (the debug
     # model has 2 x 2 x 2 tokens) crashed in the loss with a traceback
     ("debug/mae_pretrain_tiny.yaml", ["model.mask_ratio=0.1"],
