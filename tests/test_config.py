@@ -69,10 +69,17 @@ def test_bad_interpolation_names_the_key(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("text", ["novalue", "=3", "a..b=1"])
+@pytest.mark.parametrize("text", ["novalue", "=3", "a..b=1", "a. b=1", "a b.c=1", " =1"])
 def test_malformed_overrides(text):
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_override(text)
+
+
+@pytest.mark.parametrize("text", ["train.epochs = 3", "train.epochs =3", " train.epochs=3"])
+def test_spaces_around_an_override_key_are_not_part_of_it(text):
+    """Quoted whole ("train.epochs = 3"), the key used to keep its space: 'train.epochs '
+    became a new key, refused with a "did you mean 'epochs'" that looked like no difference."""
+    assert parse_override(text) == ("train.epochs", 3)
 
 
 def test_hostile_recipes_exit_2_with_one_line_in_bounded_memory(tmp_path):

@@ -245,7 +245,9 @@ def _load_chain(path: Path, seen: tuple[Path, ...] = (), budget: list[int] | Non
 def parse_override(text: str) -> tuple[str, Any]:
     """`a.b.c=value` with the value read as YAML (`3`, `1e-3`, `[1,2]`, `null`, `true`)."""
     key, sep, value = text.partition("=")
-    if not sep or not key or any(not part for part in key.split(".")):
+    key = key.strip()  # "train.epochs = 3", quoted whole: the spaces are no part of the key
+    if not sep or not key or any(not part or part != part.strip() or " " in part
+                                 for part in key.split(".")):
         raise ConfigError(f"override {text!r}: expected dotted.key=value")
     if not value:
         return key, ""
