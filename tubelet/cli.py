@@ -275,15 +275,14 @@ def _release_and_shutdown(dist) -> None:  # noqa: ANN001 - the tubelet.distribut
     dist.shutdown()
 
 
-def _check_early(cfg: dict, *, train_data: bool = True) -> bool:
-    """Full validation against the cached schema of the registries, before torch is imported;
-    False when there is no cache yet or the recipe imports plugins (then `build` validates)."""
+def _check_early(cfg: dict, *, train_data: bool = True) -> None:
+    """Full validation against the cached schema of the registries, before torch is imported,
+    so a bad value is answered at once; skipped when there is no cache yet or the recipe
+    imports plugins (`build.validate_config` validates in every case)."""
     from tubelet import validate, validate_schema  # noqa: PLC0415
     schema = None if cfg.get("imports") else validate_schema.cached_schema()
-    if schema is None:
-        return False
-    validate.check_recipe(cfg, schema, train_data=train_data)
-    return True
+    if schema is not None:
+        validate.check_recipe(cfg, schema, train_data=train_data)
 
 
 def _data_check(args: argparse.Namespace) -> int:
