@@ -149,6 +149,22 @@ def test_metrics_repair_drops_torn_foreign_and_later_rows(tmp_path, caplog):
     assert path.stat().st_mtime_ns == before
 
 
+def test_a_metrics_file_with_no_tubelet_row_is_kept_aside_not_rewritten(tmp_path, caplog):
+    """A run dir pointed at an existing folder: someone else's metrics.jsonl is moved aside
+    whole, as a previous config.yaml is; a torn line of our own is still dropped."""
+    path = tmp_path / "metrics.jsonl"
+    theirs = '{"epoch": 1, "acc": 0.5}\nloss 0.3\n'
+    (tmp_path / "metrics.1.jsonl").write_text("taken\n")
+    path.write_text(theirs)
+    with caplog.at_level("WARNING", logger="tubelet"):
+        repair_metrics(path, step=0)
+    assert not path.exists() and (tmp_path / "metrics.2.jsonl").read_text() == theirs
+    assert "no line is a tubelet metrics row; kept as metrics.2.jsonl" in caplog.text
+    path.write_text('{"step": 2, "epoch": 0.5, "train/loss": 1.0}\n{"step": 4, "ep')
+    repair_metrics(path, step=2)  # ours, with a torn last line: repaired in place
+    assert path.read_text() == '{"step": 2, "epoch": 0.5, "train/loss": 1.0}\n'
+
+
 def test_recipe_changes_split_what_is_trained_from_what_extends_it():
     old = {"optimizer": {"lr": 0.001}, "train": {"epochs": 3, "log_interval": 2},
            "data": {"num_workers": 0, "train": {"transforms": [{"size": 16}]}}, "resume": "auto"}
@@ -209,11 +225,11 @@ from pathlib import Path
 from tubelet.rundir import RunDir
 RunDir(Path(sys.argv[1])).open()
 if os.fork() == 0:  # a DataLoader worker, say: it outlives a SIGKILLed parent for a while
-    print("child", flush=True)  # fork's after-in-child hooks have run by now
+    os.write(1, b"child\\n")  # fork's after-in-child hooks have run by now
     time.sleep(30)
     os._exit(0)
-print("locked", flush=True)
-time.sleep(60)
+os.write(1, b"locked\\n")  # one write each: unbuffered print() writes the newline apart,
+time.sleep(60)             # and the two lines interleaved ('lockedchild') under load
 """
 
 

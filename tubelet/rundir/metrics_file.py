@@ -34,9 +34,23 @@ def repair_metrics(path: Path, *, step: int) -> None:
         kept.append(line)
     if len(kept) == len(lines):
         return
+    if not kept and not later and bad:  # no line is a tubelet row: someone else's file
+        _set_aside(path)
+        return
     if bad:
         log.warning("%s: dropped %d line(s) that are not complete metrics rows (line %s)",
                     path, len(bad), ", ".join(map(str, bad[:5])))
     if later:
         log.info("%s: dropped %d row(s) logged after step %d", path, later, step)
     write_atomic(path, b"".join(kept))
+
+
+def _set_aside(path: Path) -> None:
+    """Keep a file that is not this run's as `metrics.<n>.jsonl` (as RunDir.commit keeps a
+    previous config.yaml): a run dir pointed at an existing folder loses nothing of it."""
+    n = 1
+    while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+        n += 1
+    aside = path.with_name(f"{path.stem}.{n}{path.suffix}")
+    path.replace(aside)
+    log.warning("%s: no line is a tubelet metrics row; kept as %s", path, aside.name)
