@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from tests.tools.hostile import hostile_recipes
+from conftest import DEBUG_RECIPE
 from tubelet.config import load_config, parse_override
 from tubelet.registry import ConfigError
 
@@ -73,6 +74,26 @@ def test_bad_interpolation_names_the_key(tmp_path):
 def test_malformed_overrides(text):
     with pytest.raises(ConfigError, match="expected dotted.key=value"):
         parse_override(text)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hooks[0].decay=0.9", "hooks[0].decay: no item [0], hooks is null; set the whole list "
+                           "instead: hooks=[...]"),
+    ("data.train.transforms[5].size=8", "data.train.transforms[5].size: no item [5], "
+     "data.train.transforms has 2 items; set the whole list instead: data.train.transforms=[...]"),
+    ("data.train.transforms[1].mean[3]=0.5", "data.train.transforms[1].mean[3]: no item [3], "
+     "data.train.transforms[1].mean has 3 items; set the whole list instead: "
+     "data.train.transforms[1].mean=[...]"),
+    ("model[0].x=1", "model[0].x: model is not a list"),
+])
+def test_an_override_of_a_list_item_that_is_not_there(override, message):
+    """On a null list OmegaConf made a mapping (refused later as 'hooks: expected a list'),
+    past the end it said 'list index out of range'."""
+    with pytest.raises(ConfigError) as e:
+        load_config(DEBUG_RECIPE, [override])
+    assert str(e.value) == message
+    cfg = load_config(DEBUG_RECIPE, ["data.train.transforms[1].mean[2]=0.5"])  # there: set
+    assert cfg["data"]["train"]["transforms"][1]["mean"] == [0.45, 0.45, 0.5]
 
 
 @pytest.mark.parametrize("text", ["train.epochs = 3", "train.epochs =3", " train.epochs=3"])

@@ -271,6 +271,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     cfg = _load_chain(path)
     for text in overrides:
         key, value = parse_override(text)
+        _check_indices(cfg, key)
         try:
             OmegaConf.update(cfg, key, value, merge=False)
         except OmegaConfBaseException as e:
@@ -288,6 +289,23 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     data.setdefault("seed", 0)
     data.setdefault("resume", None)
     return data
+
+
+def _check_indices(cfg: DictConfig, key: str) -> None:
+    """`hooks[1].decay=...` needs a list with an item 1 there. On a null `hooks` OmegaConf made
+    a mapping (refused later as "hooks: expected a list"), past the end it said "list index
+    out of range"; an item cannot be appended this way."""
+    for m in re.finditer(r"\[(\d+)\]", key):
+        path, i = key[:m.start()], int(m.group(1))
+        node = OmegaConf.select(cfg, path, default=None)
+        size = len(node) if OmegaConf.is_list(node) else None
+        if size is not None and i < size:
+            continue
+        if size is None and node is not None:
+            raise ConfigError(f"{key}: {path} is not a list")
+        has = "is null" if size is None else f"has {size} item{'s' * (size != 1)}"
+        raise ConfigError(f"{key}: no item [{i}], {path} {has}; set the whole list instead: "
+                          f"{path}=[...]")
 
 
 def _first_line(e: Exception) -> str:

@@ -132,7 +132,7 @@ def check_schedule(node: dict[str, Any], *, lr: Any = None) -> None:
 
 
 def min_lr_above_peak(min_lr: float, peak_lr: float, *, kind: str, peak: str) -> ConfigError:
-    """A floor above the peak: the decay would raise the lr as the run goes on, silently."""
+    """A floor above the peak: the decay would raise the lr as the run goes on."""
     return ConfigError(f"schedule.min_lr: {min_lr:g} is above the peak lr {peak_lr:g} ({peak}); "
                        f"the {kind} schedule would raise the lr as the run goes on")
 
