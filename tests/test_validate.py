@@ -14,6 +14,7 @@ from tests.tools.bad_inputs import BAD_INPUTS
 from tests.tools.mutate import justify, run_mutations
 from tubelet import validate, validate_schema
 from tubelet.cli import main
+from tubelet.registry import Range
 
 
 def files_under(path) -> set:
@@ -95,6 +96,8 @@ def test_range_and_choice_tables_name_real_parameters_and_match_the_code():
                                          for n in spec["params"]}
     for key in list(validate.RANGES) + list(validate.PATHS):
         assert key.split(".")[-1] in names, key
+    from tubelet.data.synth import DIRECTIONS
+    assert validate.RANGES["dataset.synthetic_actions.num_classes"] == Range(2, 2 * len(DIRECTIONS))
     choices = {k: set(v.choices) for k, v in validate.RANGES.items() if hasattr(v, "choices")}
     assert choices["amp"] == set(trainer.AMP_DTYPES)
     assert choices["nan_guard"] == set(guard.NAN_POLICIES)

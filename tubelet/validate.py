@@ -55,6 +55,8 @@ RANGES: dict[str, Range | OneOf] = {
     "decoder_depth": _POS, "decoder_num_heads": _POS, "mask_ratio": _PROB_OPEN,
     "layers": _POS, "base_width": _POS, "hidden_features": _POS, "num_classes": _NONNEG,
     "head.num_classes": _POS, "task.num_classes": _POS, "mixup.num_classes": _POS,
+    # the synthetic set's motions: 8 directions x 2 speeds (tubelet.data.synth.motion_classes)
+    "dataset.synthetic_actions.num_classes": Range(2, 16),
     "global_pool": OneOf(("token", "avg")), "pos_embed": OneOf(("learn", "sincos", "sincos2d")),
     "qkv_bias": OneOf((True, False, "qv")), "mask_type": OneOf((None, "tube", "random")),
     "block": OneOf(("basic", "bottleneck")), "activation": OneOf(("gelu", "relu", "none")),
