@@ -76,7 +76,8 @@ RANGES: dict[str, Range | OneOf] = {
     "task.gaze.loss": OneOf(("angular", "l1")),
     "lr": Gt(0), "blr": Gt(0), "weight_decay": _NONNEG, "momentum": Range(0, 1, hi_open=True),
     "betas": Range(0, 1, hi_open=True), "eps": Gt(0), "dampening": _UNIT,
-    "layer_decay": Range(0, 1, lo_open=True), "trust_coefficient": Gt(0), "decay": _UNIT,
+    "layer_decay": Range(0, 1, lo_open=True), "trust_coefficient": Gt(0),
+    "decay": Range(0, 1, lo_open=True, hi_open=True),  # EMA: 1 never moves, 0 is no average
     "warmup": OneOf((True, False)),
     "temperature": Gt(0), "task.momentum": Range(0, 1, hi_open=True),
     "momentum_schedule": OneOf(("cosine", "constant")), "pos_weight": Gt(0), "top_k": _POS,

@@ -61,6 +61,8 @@ BAD_INPUTS: list[tuple[str, list[str], str]] = [
      "by 0 (1 - lr x weight_decay must stay above 0)"),
     ("debug/classify_tiny.yaml", ["data.train.num_classes=0"],  # was refused only by train
      "data.train.num_classes: must be in [2, 16], got 0"),
+    ("quickstart.yaml", ["hooks=[{type: ema, decay: 1.0}]"],  # an EMA that never moves;
+     "hooks[0].decay: must be in (0, 1), got 1.0"),              # was refused only by train
     # MAE's loss is a mean over hidden tokens: a ratio that rounds to none hidden (the debug
     # model has 2 x 2 x 2 tokens) crashed in the loss with a traceback
     ("debug/mae_pretrain_tiny.yaml", ["model.mask_ratio=0.1"],
