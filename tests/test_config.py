@@ -96,6 +96,14 @@ def test_an_override_of_a_list_item_that_is_not_there(override, message):
     assert cfg["data"]["train"]["transforms"][1]["mean"] == [0.45, 0.45, 0.5]
 
 
+@pytest.mark.parametrize("override", ["run.dir=null", "run.dir=~", "run.name=null"])
+def test_a_null_run_name_or_dir_is_unset(override):
+    """null means unset in a recipe (as `min_lr: null`): the defaults, not 'expected a path,
+    got None' when the run dir is resolved."""
+    cfg = load_config(DEBUG_RECIPE, [override])
+    assert cfg["run"] == {"name": "classify_tiny", "dir": "runs/classify_tiny"}
+
+
 @pytest.mark.parametrize("text", ["train.epochs = 3", "train.epochs =3", " train.epochs=3"])
 def test_spaces_around_an_override_key_are_not_part_of_it(text):
     """Quoted whole ("train.epochs = 3"), the key used to keep its space: 'train.epochs '

@@ -284,8 +284,10 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> dict[str, Any]:
     check_sections(data)
     run = data.setdefault("run", {}) or {}
     data["run"] = run
-    run.setdefault("name", path.stem)
-    run.setdefault("dir", str(Path("runs") / str(run["name"])))
+    if run.get("name") is None:  # null is unset, as everywhere in a recipe (`run.dir: ~`)
+        run["name"] = path.stem
+    if run.get("dir") is None:
+        run["dir"] = str(Path("runs") / str(run["name"]))
     data.setdefault("seed", 0)
     data.setdefault("resume", None)
     return data

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tubelet.redact import redact_text
-from tubelet.registry import ConfigError
+from tubelet.registry import ConfigError, value_kind
 from tubelet.rundir.atomic import NoSpaceError, is_no_space, write_atomic  # noqa: F401
 from tubelet.rundir.load_errors import load_reason  # noqa: F401
 from tubelet.rundir.lock import LOCK_NAME, RunLock, in_use, read_holder
@@ -44,7 +44,7 @@ def resolve_run_dir(run: dict[str, Any], *, cwd: Path | None = None) -> Path:
     cwd = Path.cwd() if cwd is None else cwd
     name = run.get("name")
     if isinstance(name, bool) or not isinstance(name, (str, int)):
-        raise ConfigError(f"run.name: expected a name, got {name!r}")
+        raise ConfigError(f"run.name: expected a name, got {value_kind(name)}")
     name = str(name)
     bad = ("/" in name or "\\" in name or "\0" in name or name in (".", "..")
            or not name.strip() or name.startswith("-"))
@@ -55,7 +55,7 @@ def resolve_run_dir(run: dict[str, Any], *, cwd: Path | None = None) -> Path:
         raise ConfigError(f"run.name: {len(name)} characters, at most {MAX_NAME}")
     text = run.get("dir")
     if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f"run.dir: expected a path, got {text!r}")
+        raise ConfigError(f"run.dir: expected a path, got {value_kind(text)}")
     path = Path(text)
     if any(len(part.encode()) > 255 for part in path.parts):
         raise ConfigError(f"run.dir: a path component is longer than 255 bytes ({text[:60]}...)")
