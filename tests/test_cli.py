@@ -38,6 +38,8 @@ def test_missing_data_root_and_missing_resume_checkpoint(tmp_path):
     assert_user_error(proc, "data.train.root: no such directory 'x'")
     proc = run_tubelet("train", str(DEBUG_RECIPE), "resume=y.pt", cwd=tmp_path, check=False)
     assert_user_error(proc, "resume: checkpoint 'y.pt' not found")
+    proc = run_tubelet("train", str(DEBUG_RECIPE), "resume=autp", cwd=tmp_path, check=False)
+    assert_user_error(proc, "resume: checkpoint 'autp' not found; did you mean 'auto'?")
 
 
 def test_python_tag_is_refused_and_never_run(tmp_path):

@@ -138,6 +138,7 @@ def test_hostile_recipes_exit_2_with_one_line_in_bounded_memory(tmp_path):
     (MINIMAL + "hooks: {type: ema}\n", "hooks: expected a list, got mapping"),
     (MINIMAL + "seed: -1\n", r"seed: expected an integer in \[0, 2\*\*32\), got -1"),
     (MINIMAL + "seed: abc\n", "seed: expected an integer, got string 'abc'"),
+    (MINIMAL + "seed: true\n", "seed: expected an integer, got boolean True"),
     (MINIMAL + "run: {name: [1]}\n", "run.name: expected a name or path, got list"),
     ("- 1\n- 2\n", "a recipe must be a mapping, got list"),
     # a flow mapping without the space after a colon: YAML reads one key with no value

@@ -341,8 +341,8 @@ def check_sections(data: dict[str, Any]) -> None:
     seed = data.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed: expected an integer in [0, 2**32), got {seed!r}"
-                          if isinstance(seed, int) else f"seed: expected an integer, got "
-                          f"{value_kind(seed)}")
+                          if isinstance(seed, int) and not isinstance(seed, bool) else
+                          f"seed: expected an integer, got {value_kind(seed)}")
 
 
 _MAPPING, _MAYBE_MAPPING, _MAYBE_LIST, _MAYBE_STR = (dict,), (dict, type(None)), \

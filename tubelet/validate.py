@@ -245,7 +245,8 @@ def check_recipe(cfg: dict[str, Any], schema: dict[str, Any], *, check_paths: bo
         raise ConfigError(f"resume: expected {', '.join(RESUME_MODES)}, null or a checkpoint "
                           f"path, got {value_kind(resume)}")
     if isinstance(resume, str) and resume not in RESUME_MODES and not Path(resume).is_file():
-        raise ConfigError(f"resume: checkpoint {resume!r} not found")
+        raise ConfigError(f"resume: checkpoint {resume!r} not found"
+                          f"{did_you_mean(resume, RESUME_MODES)}")
     check_cross(cfg, schema)
     check_switches(cfg, schema)
 
