@@ -239,8 +239,10 @@ def _run(args: argparse.Namespace) -> int:
     from tubelet import distributed as dist  # noqa: PLC0415
     from tubelet.engine.guard import NonFiniteError, Preempted  # noqa: PLC0415
     try:
-        if args.command == "eval":
-            print(json.dumps(build.evaluate_checkpoint(cfg), indent=2))
+        if args.command == "eval":  # a collective: every rank computes, rank 0 prints
+            metrics = build.evaluate_checkpoint(cfg)
+            if dist.is_main():  # one JSON document on stdout, as `test` prints, for a script
+                print(json.dumps(metrics, indent=2))
             return 0
         if args.command == "test":
             from tubelet.build_testing import run_test  # noqa: PLC0415
