@@ -10,11 +10,11 @@ from __future__ import annotations
 import difflib
 from typing import Any, Iterable
 
+from tubelet.config import RUN_KEYS
 from tubelet.registry import ConfigError, did_you_mean
 from tubelet.validate_switches import MODEL_BUILDER_KEYS
 
 SECTIONS_WITH_KEYS = ("train", "data", "schedule", "distributed")
-RUN_KEYS = ("name", "dir")  # tubelet.config.RUN_KEYS (config imports this module lazily)
 
 
 def homes(name: str, schema: dict[str, Any], *, optimizer_type: Any = None) -> list[str]:

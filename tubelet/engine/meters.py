@@ -114,8 +114,8 @@ class Meters:
 
     def snapshot(self) -> Window:
         """The interval since the last snapshot, unread; a new interval starts."""
-        window = Window(self.device, self._losses, self.num_losses, self.num_steps, self.step_time,
-                        self.data_time, self.grad_norm)
+        window = Window(self.device, self._losses, self.num_losses, self.num_steps,
+                        self.step_time, self.data_time, self.grad_norm)
         self._reset()
         return window
 

@@ -58,8 +58,8 @@ class TrainLog:
             fields = {**window.read(), **row["extra"]}
             step = row["step"]
             logger.log({f"train/{k}": v for k, v in fields.items()}, step=step,
-                            epoch=row["progress"])
-            logger.progress(step=step, epoch=row["epoch"], fields=fields,
-                                 epochs=row["epochs"], superseded=i < len(rows) - 1)
+                       epoch=row["progress"])
+            logger.progress(step=step, epoch=row["epoch"], fields=fields, epochs=row["epochs"],
+                            superseded=i < len(rows) - 1)
             self._data_bound.update(step=step, num_steps=window.num_steps,
                                     data_time=fields["data_time"], step_time=fields["step_time"])
